@@ -1,0 +1,33 @@
+// The fake-quant ops as C++ functions. Each call goes through the PyTorch
+// dispatcher, so it runs the same kernels (and the same C++ autograd) as
+// torch.ops.edgeqat.* in Python.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace edgeqat {
+
+// TensorFlow's FakeQuantWithMinMaxVars: nudges [min, max] so that 0.0 is on
+// the grid {quant_min .. 2^num_bits - 1} (quant_min = 1 if narrow_range),
+// clamps x into the nudged range and rounds it to the grid. Gradients: x gets
+// the incoming gradient inside the nudged range (both ends included), min the
+// sum below it, max the sum above it.
+//   x:   floating tensor of any shape and layout
+//   min, max: 0-dim floating tensors on x's device, finite, min <= max
+//   num_bits in [2, 16]
+// Returns a tensor of x's shape, dtype and layout.
+at::Tensor fake_quant_with_min_max_vars(const at::Tensor& x, const at::Tensor& min,
+                                        const at::Tensor& max, int64_t num_bits = 8,
+                                        bool narrow_range = false);
+
+// The same with one range per slice along `axis` (negative counts from the
+// end): min and max are 1-D of length x.size(axis). Gradients to min and max
+// are summed over every axis except `axis`.
+at::Tensor fake_quant_with_min_max_vars_per_channel(const at::Tensor& x, const at::Tensor& min,
+                                                    const at::Tensor& max, int64_t axis,
+                                                    int64_t num_bits = 8,
+                                                    bool narrow_range = false);
+
+}  // namespace edgeqat

@@ -1,0 +1,22 @@
+"""edgeqat: quantization-aware training for int8 edge deployment.
+
+Fake-quant ops with TensorFlow's FakeQuantWithMinMaxVars semantics,
+implemented in C++ and registered with the PyTorch dispatcher as
+``torch.ops.edgeqat.*``; this package adds typed Python entry points.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch  # noqa: F401  (loads libtorch before edgeqat's native library)
+
+from . import _C  # registers the ops in torch.ops.edgeqat
+from .ops import fake_quant, fake_quant_per_channel
+
+__version__: str = _C.__version__
+
+#: Prefix for CMake's find_package(edgeqat CONFIG): pass it in CMAKE_PREFIX_PATH.
+cmake_prefix_path: str = os.path.dirname(os.path.abspath(__file__))
+
+__all__ = ["__version__", "cmake_prefix_path", "fake_quant", "fake_quant_per_channel"]
