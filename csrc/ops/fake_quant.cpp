@@ -7,6 +7,9 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <iomanip>
+#include <sstream>
+#include <string>
 
 #include "edgeqat/ops.h"
 
@@ -48,28 +51,57 @@ std::optional<int64_t> check_fake_quant_args(
   return dim;
 }
 
-void check_range_values(const char* op, const at::Tensor& min_host, const at::Tensor& max_host) {
-  const auto mins = min_host.reshape({-1});
-  const auto maxs = max_host.reshape({-1});
-  const double* lo = mins.const_data_ptr<double>();
-  const double* hi = maxs.const_data_ptr<double>();
-  const bool per_channel = min_host.dim() > 0;
-  for (const auto c : c10::irange(mins.numel())) {
-    const char* where = per_channel ? "[" : "";
-    const auto idx = per_channel ? std::to_string(c) + "]" : std::string();
-    TORCH_CHECK(std::isfinite(lo[c]), op, ": min", where, idx, " must be finite, got ", lo[c]);
-    TORCH_CHECK(std::isfinite(hi[c]), op, ": max", where, idx, " must be finite, got ", hi[c]);
-    TORCH_CHECK(lo[c] <= hi[c], op, ": min", where, idx, " = ", lo[c], " is greater than max",
-                where, idx, " = ", hi[c]);
-    TORCH_CHECK(std::isfinite(hi[c] - lo[c]), op, ": the range [", lo[c], ", ", hi[c], "]",
-                per_channel ? " of channel " + std::to_string(c) : std::string(),
-                " is too wide: max - min overflows");
-  }
+const char* public_op_name(std::optional<int64_t> axis) {
+  return axis.has_value() ? "edgeqat::fake_quant_with_min_max_vars_per_channel"
+                          : "edgeqat::fake_quant_with_min_max_vars";
 }
 
-std::optional<int64_t> check_backward_args(
-    const at::Tensor& grad, const at::Tensor& mask, std::optional<int64_t> axis,
-    at::ScalarType range_dtype) {
+namespace {
+// Every digit a value of the compute dtype needs, so that two values that
+// differ are printed differently.
+std::string show(double v, at::ScalarType compute) {
+  std::ostringstream out;
+  out << std::setprecision(compute == at::kDouble ? 17 : 9) << v;
+  return out.str();
+}
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> checked_host_ranges(const char* op, const at::Tensor& min,
+                                                      const at::Tensor& max,
+                                                      at::ScalarType compute) {
+  auto host = [&](const at::Tensor& t) {
+    return t.detach().to(at::kCPU).to(compute).to(at::kDouble).reshape({-1}).contiguous();
+  };
+  at::Tensor mins = host(min), maxs = host(max);
+  const double* lo = mins.const_data_ptr<double>();
+  const double* hi = maxs.const_data_ptr<double>();
+  const bool per_channel = min.dim() > 0;
+  for (const auto c : c10::irange(mins.numel())) {
+    const std::string at_c = per_channel ? "[" + std::to_string(c) + "]" : std::string();
+    TORCH_CHECK(std::isfinite(lo[c]), op, ": min", at_c, " must be finite in ", compute,
+                ", got ", show(lo[c], compute));
+    TORCH_CHECK(std::isfinite(hi[c]), op, ": max", at_c, " must be finite in ", compute,
+                ", got ", show(hi[c], compute));
+    TORCH_CHECK(lo[c] <= hi[c], op, ": min", at_c, " = ", show(lo[c], compute),
+                " is greater than max", at_c, " = ", show(hi[c], compute));
+    // The width as the kernels compute it.
+    const double width = compute == at::kDouble
+                             ? hi[c] - lo[c]
+                             : static_cast<double>(static_cast<float>(hi[c]) -
+                                                   static_cast<float>(lo[c]));
+    TORCH_CHECK(std::isfinite(width), op, ": the range [", show(lo[c], compute), ", ",
+                show(hi[c], compute), "]", at_c, " is too wide: max - min overflows ", compute);
+  }
+  return {mins, maxs};
+}
+
+at::Tensor dense(const at::Tensor& t) {
+  return t.is_non_overlapping_and_dense() ? t : at::empty_like(t).copy_(t);
+}
+
+std::optional<int64_t> check_backward_args(const at::Tensor& grad, const at::Tensor& mask,
+                                           std::optional<int64_t> axis,
+                                           at::ScalarType min_dtype, at::ScalarType max_dtype) {
   constexpr const char* op = "edgeqat::_fake_quant_backward";
   TORCH_CHECK(at::isFloatingType(grad.scalar_type()), op,
               ": grad must be floating point, got dtype ", grad.scalar_type());
@@ -79,8 +111,10 @@ std::optional<int64_t> check_backward_args(
               " but mask has shape ", mask.sym_sizes());
   TORCH_CHECK(grad.device() == mask.device(), op, ": grad is on ", grad.device(),
               " but mask is on ", mask.device());
-  TORCH_CHECK(at::isFloatingType(range_dtype), op,
-              ": range_dtype must be a floating dtype, got ", range_dtype);
+  TORCH_CHECK(at::isFloatingType(min_dtype), op, ": min_dtype must be a floating dtype, got ",
+              min_dtype);
+  TORCH_CHECK(at::isFloatingType(max_dtype), op, ": max_dtype must be a floating dtype, got ",
+              max_dtype);
   if (!axis.has_value()) {
     return std::nullopt;
   }
@@ -91,8 +125,8 @@ std::optional<int64_t> check_backward_args(
 }
 
 at::Tensor empty_range_grad(const at::Tensor& like, std::optional<int64_t> axis,
-                            at::ScalarType range_dtype) {
-  const auto options = like.options().dtype(range_dtype);
+                            at::ScalarType dtype) {
+  const auto options = like.options().dtype(dtype);
   if (!axis.has_value()) {
     return at::empty({}, options);
   }
@@ -141,7 +175,8 @@ TORCH_LIBRARY(edgeqat, m) {
       "bool narrow_range) -> (Tensor output, Tensor mask)",
       tags);
   m.def(
-      "_fake_quant_backward(Tensor grad, Tensor mask, int? axis, ScalarType range_dtype) -> "
+      "_fake_quant_backward(Tensor grad, Tensor mask, int? axis, ScalarType min_dtype, "
+      "ScalarType max_dtype) -> "
       "(Tensor grad_x, Tensor grad_min, Tensor grad_max)",
       tags);
 }

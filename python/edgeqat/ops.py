@@ -21,8 +21,11 @@ ChannelRangeLike = Union[torch.Tensor, Sequence[float]]
 def _as_range(value: RangeLike | ChannelRangeLike, like: torch.Tensor, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
+    # Numbers become tensors of the compute dtype, so float64 inputs keep
+    # float64 ranges (float32 for every other dtype, as the kernels compute).
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     try:
-        return torch.as_tensor(value, dtype=torch.float32, device=like.device)
+        return torch.as_tensor(value, dtype=dtype, device=like.device)
     except (TypeError, ValueError) as err:
         raise TypeError(
             f"{name} must be a tensor or a number (sequence of numbers per channel), got {value!r}"

@@ -34,13 +34,14 @@ cachemask_op() {
 }
 
 const c10::TypedOperatorHandle<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, std::optional<int64_t>, at::ScalarType)>&
+    const at::Tensor&, const at::Tensor&, std::optional<int64_t>, at::ScalarType,
+    at::ScalarType)>&
 backward_op() {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("edgeqat::_fake_quant_backward", "")
                              .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
                                  const at::Tensor&, const at::Tensor&, std::optional<int64_t>,
-                                 at::ScalarType)>();
+                                 at::ScalarType, at::ScalarType)>();
   return op;
 }
 
@@ -60,7 +61,8 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
     ctx->mark_non_differentiable({mask});
     ctx->set_materialize_grads(false);
     ctx->saved_data["axis"] = axis;
-    ctx->saved_data["range_dtype"] = static_cast<int64_t>(min.scalar_type());
+    ctx->saved_data["min_dtype"] = static_cast<int64_t>(min.scalar_type());
+    ctx->saved_data["max_dtype"] = static_cast<int64_t>(max.scalar_type());
     return {output, mask};
   }
 
@@ -69,9 +71,11 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
       return variable_list(6);
     }
     const auto mask = ctx->get_saved_variables()[0];
-    const auto range_dtype = static_cast<at::ScalarType>(ctx->saved_data["range_dtype"].toInt());
-    auto [grad_x, grad_min, grad_max] =
-        backward_op().call(grad_outputs[0], mask, saved_axis(ctx), range_dtype);
+    auto dtype = [&](const char* key) {
+      return static_cast<at::ScalarType>(ctx->saved_data[key].toInt());
+    };
+    auto [grad_x, grad_min, grad_max] = backward_op().call(
+        grad_outputs[0], mask, saved_axis(ctx), dtype("min_dtype"), dtype("max_dtype"));
     return {grad_x, grad_min, grad_max, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -80,11 +84,15 @@ class FakeQuantBackwardFunction : public torch::autograd::Function<FakeQuantBack
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad,
                                const at::Tensor& mask, std::optional<int64_t> axis,
-                               at::ScalarType range_dtype) {
+                               at::ScalarType min_dtype, at::ScalarType max_dtype) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [grad_x, grad_min, grad_max] = backward_op().call(grad, mask, axis, range_dtype);
+    auto [grad_x, grad_min, grad_max] =
+        backward_op().call(grad, mask, axis, min_dtype, max_dtype);
     ctx->save_for_backward({mask});
-    ctx->saved_data["axis"] = axis;
+    // Normalised: the grad-of-grad reshapes along it.
+    ctx->saved_data["axis"] =
+        axis.has_value() ? std::optional<int64_t>(c10::maybe_wrap_dim(*axis, mask.dim()))
+                         : std::nullopt;
     ctx->saved_data["grad_dtype"] = static_cast<int64_t>(grad.scalar_type());
     return {grad_x, grad_min, grad_max};
   }
@@ -107,7 +115,7 @@ class FakeQuantBackwardFunction : public torch::autograd::Function<FakeQuantBack
     at::Tensor result = at::where(mask.eq(detail::kInside), gg[0].to(dtype), zero);
     result = result + at::where(mask.eq(detail::kBelow), along_axis(gg[1]).to(dtype), zero);
     result = result + at::where(mask.eq(detail::kAbove), along_axis(gg[2]).to(dtype), zero);
-    return {result, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {result, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -160,12 +168,12 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_cachemask_autograd(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_backward_autograd(
     const at::Tensor& grad, const at::Tensor& mask, std::optional<int64_t> axis,
-    at::ScalarType range_dtype) {
+    at::ScalarType min_dtype, at::ScalarType max_dtype) {
   if (!(at::GradMode::is_enabled() && grad.requires_grad())) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return backward_op().call(grad, mask, axis, range_dtype);
+    return backward_op().call(grad, mask, axis, min_dtype, max_dtype);
   }
-  auto r = FakeQuantBackwardFunction::apply(grad, mask, axis, range_dtype);
+  auto r = FakeQuantBackwardFunction::apply(grad, mask, axis, min_dtype, max_dtype);
   return {r[0], r[1], r[2]};
 }
 

@@ -19,6 +19,7 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_cachemask(const at::Tensor& x, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_backward(const at::Tensor& grad,
                                                                    const at::Tensor& mask,
                                                                    std::optional<int64_t> axis,
-                                                                   at::ScalarType range_dtype);
+                                                                   at::ScalarType min_dtype,
+                                                                   at::ScalarType max_dtype);
 
 }  // namespace edgeqat::ops::composite

@@ -19,11 +19,10 @@ struct RangeTensors {
 RangeTensors nudge_tensors(const char* op, const at::Tensor& x, const at::Tensor& min,
                            const at::Tensor& max, std::optional<int64_t> axis, int64_t num_bits,
                            bool narrow_range) {
+  const auto dtype = compute_dtype(x.scalar_type());
   // The value checks need the numbers on the host: one sync per call, until
   // devices get fused kernels.
-  check_range_values(op, min.detach().to(at::kCPU, at::kDouble).contiguous(),
-                     max.detach().to(at::kCPU, at::kDouble).contiguous());
-  const auto dtype = compute_dtype(x.scalar_type());
+  checked_host_ranges(op, min, max, dtype);
   at::Tensor mn = min.to(dtype);
   at::Tensor mx = max.to(dtype);
   if (axis.has_value()) {
@@ -75,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_cachemask(const at::Tensor& x, con
                                                         const at::Tensor& max,
                                                         std::optional<int64_t> axis_in,
                                                         int64_t num_bits, bool narrow_range) {
-  constexpr const char* op = "edgeqat::_fake_quant_cachemask";
+  const char* op = public_op_name(axis_in);
   const auto axis = check_fake_quant_args(op, x, min, max, axis_in, num_bits);
   const auto r = nudge_tensors(op, x, min, max, axis, num_bits, narrow_range);
   const at::Tensor xc = x.to(compute_dtype(x.scalar_type()));
@@ -91,16 +90,17 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_cachemask(const at::Tensor& x, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_backward(const at::Tensor& grad,
                                                                    const at::Tensor& mask,
                                                                    std::optional<int64_t> axis_in,
-                                                                   at::ScalarType range_dtype) {
-  const auto axis = check_backward_args(grad, mask, axis_in, range_dtype);
+                                                                   at::ScalarType min_dtype,
+                                                                   at::ScalarType max_dtype) {
+  const auto axis = check_backward_args(grad, mask, axis_in, min_dtype, max_dtype);
   const at::Tensor zero = at::zeros({}, grad.options());
   const at::Tensor grad_x = at::where(mask.eq(detail::kInside), grad, zero);
   const auto dims = reduce_dims(mask.dim(), axis);
-  auto range_sum = [&](detail::MaskCode code) {
+  auto range_sum = [&](detail::MaskCode code, at::ScalarType dtype) {
     const at::Tensor part = at::where(mask.eq(code), grad, zero).to(at::kDouble);
-    return (dims.empty() ? part : part.sum(dims)).to(range_dtype);
+    return (dims.empty() ? part : part.sum(dims)).to(dtype);
   };
-  return {grad_x, range_sum(detail::kBelow), range_sum(detail::kAbove)};
+  return {grad_x, range_sum(detail::kBelow, min_dtype), range_sum(detail::kAbove, max_dtype)};
 }
 
 TORCH_LIBRARY_IMPL(edgeqat, CompositeExplicitAutograd, m) {

@@ -52,10 +52,6 @@ struct Layout {
   }
 };
 
-at::Tensor dense(const at::Tensor& t) {
-  return t.is_non_overlapping_and_dense() ? t : t.contiguous();
-}
-
 // [outer, channels, inner] of a dense tensor read in memory order.
 Layout memory_layout(const at::Tensor& t, std::optional<int64_t> axis) {
   if (!axis.has_value()) {
@@ -84,16 +80,15 @@ template <typename T>
 std::vector<KernelRange<T>> kernel_ranges(const char* op, const at::Tensor& min,
                                           const at::Tensor& max, int64_t num_bits,
                                           bool narrow_range) {
-  const auto min_host = min.detach().to(at::kCPU, at::kDouble).contiguous();
-  const auto max_host = max.detach().to(at::kCPU, at::kDouble).contiguous();
-  check_range_values(op, min_host, max_host);
-  const double* lo = min_host.const_data_ptr<double>();
-  const double* hi = max_host.const_data_ptr<double>();
+  const auto [min_host, max_host] =
+      checked_host_ranges(op, min, max, std::is_same_v<T, double> ? at::kDouble : at::kFloat);
+  const double* lo = min_host.template const_data_ptr<double>();
+  const double* hi = max_host.template const_data_ptr<double>();
   const int64_t qmin = detail::quant_min(narrow_range);
   const int64_t qmax = detail::quant_max(num_bits);
   std::vector<KernelRange<T>> ranges(min_host.numel());
   for (const auto c : c10::irange(min_host.numel())) {
-    // Cast to the compute type first: float32 nudging for float32 inputs.
+    // Already rounded to the compute type: float32 nudging for float32 inputs.
     ranges[c] = KernelRange<T>::from(
         detail::nudge(static_cast<T>(lo[c]), static_cast<T>(hi[c]), qmin, qmax));
   }
@@ -271,7 +266,8 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_in, const at:
                                                const at::Tensor& max,
                                                std::optional<int64_t> axis_in,
                                                int64_t num_bits, bool narrow_range,
-                                               bool with_mask, const char* op) {
+                                               bool with_mask) {
+  const char* op = public_op_name(axis_in);
   const auto axis = check_fake_quant_args(op, x_in, min, max, axis_in, num_bits);
   const at::Tensor x = dense(x_in);
   at::Tensor y = at::empty_like(x);
@@ -288,28 +284,25 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_in, const at:
 
 at::Tensor fake_quant_cpu(const at::Tensor& x, const at::Tensor& min, const at::Tensor& max,
                           int64_t num_bits, bool narrow_range) {
-  return std::get<0>(forward_cpu(x, min, max, std::nullopt, num_bits, narrow_range, false,
-                                 "edgeqat::fake_quant_with_min_max_vars"));
+  return std::get<0>(forward_cpu(x, min, max, std::nullopt, num_bits, narrow_range, false));
 }
 
 at::Tensor fake_quant_per_channel_cpu(const at::Tensor& x, const at::Tensor& min,
                                       const at::Tensor& max, int64_t axis, int64_t num_bits,
                                       bool narrow_range) {
-  return std::get<0>(forward_cpu(x, min, max, axis, num_bits, narrow_range, false,
-                                 "edgeqat::fake_quant_with_min_max_vars_per_channel"));
+  return std::get<0>(forward_cpu(x, min, max, axis, num_bits, narrow_range, false));
 }
 
 std::tuple<at::Tensor, at::Tensor> fake_quant_cachemask_cpu(
     const at::Tensor& x, const at::Tensor& min, const at::Tensor& max,
     std::optional<int64_t> axis, int64_t num_bits, bool narrow_range) {
-  return forward_cpu(x, min, max, axis, num_bits, narrow_range, true,
-                     "edgeqat::_fake_quant_cachemask");
+  return forward_cpu(x, min, max, axis, num_bits, narrow_range, true);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& mask_in, std::optional<int64_t> axis_in,
-    at::ScalarType range_dtype) {
-  const auto axis = check_backward_args(grad_in, mask_in, axis_in, range_dtype);
+    at::ScalarType min_dtype, at::ScalarType max_dtype) {
+  const auto axis = check_backward_args(grad_in, mask_in, axis_in, min_dtype, max_dtype);
   const at::Tensor mask = dense(mask_in);
   // Walk grad in the mask's memory order: copy it into the mask's strides
   // only if its layout differs (autograd usually hands it over matching).
@@ -326,8 +319,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_backward_cpu(
                                     backward_kernel<scalar_t>(grad, mask, dx, layout, below,
                                                               above);
                                   });
-  at::Tensor grad_min = empty_range_grad(mask, axis, range_dtype);
-  at::Tensor grad_max = empty_range_grad(mask, axis, range_dtype);
+  at::Tensor grad_min = empty_range_grad(mask, axis, min_dtype);
+  at::Tensor grad_max = empty_range_grad(mask, axis, max_dtype);
   const auto sums = at::TensorOptions().dtype(at::kDouble);
   const std::vector<int64_t> shape = axis ? std::vector<int64_t>{layout.channels}
                                           : std::vector<int64_t>{};

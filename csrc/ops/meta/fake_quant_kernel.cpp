@@ -1,6 +1,6 @@
 // Meta kernels: shapes, dtypes and strides of every fake-quant op without
 // touching data, for FakeTensor, torch.compile and torch.export. Output
-// strides follow the CPU kernel (empty_like keeps a dense input's layout).
+// strides are empty_like's, as in the CPU kernel (see ops::dense).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
@@ -28,16 +28,16 @@ at::Tensor fake_quant_per_channel_meta(const at::Tensor& x, const at::Tensor& mi
 std::tuple<at::Tensor, at::Tensor> fake_quant_cachemask_meta(
     const at::Tensor& x, const at::Tensor& min, const at::Tensor& max,
     std::optional<int64_t> axis, int64_t num_bits, bool /*narrow_range*/) {
-  check_fake_quant_args("edgeqat::_fake_quant_cachemask", x, min, max, axis, num_bits);
+  check_fake_quant_args(public_op_name(axis), x, min, max, axis, num_bits);
   return {at::empty_like(x), at::empty_like(x, x.options().dtype(at::kByte))};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_backward_meta(
     const at::Tensor& grad, const at::Tensor& mask, std::optional<int64_t> axis_in,
-    at::ScalarType range_dtype) {
-  const auto axis = check_backward_args(grad, mask, axis_in, range_dtype);
-  return {at::empty_like(mask, grad.options()), empty_range_grad(mask, axis, range_dtype),
-          empty_range_grad(mask, axis, range_dtype)};
+    at::ScalarType min_dtype, at::ScalarType max_dtype) {
+  const auto axis = check_backward_args(grad, mask, axis_in, min_dtype, max_dtype);
+  return {at::empty_like(mask, grad.options()), empty_range_grad(mask, axis, min_dtype),
+          empty_range_grad(mask, axis, max_dtype)};
 }
 
 }  // namespace
