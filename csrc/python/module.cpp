@@ -10,6 +10,6 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "edgeqat native module (ops are registered in torch.ops.edgeqat)";
   m.attr("__version__") = EDGEQAT_VERSION;
   m.def("cpu_isa", &edgeqat::detail::fake_quant_span_isa,
-        "Instruction set of the vectorized CPU loops on this machine: "
-        "'avx512f', 'avx2' or 'default'.");
+        "Instruction-set level the vectorized CPU loops run at on this machine, "
+        "e.g. 'x86-64-v4', 'x86-64-v3' or 'default'.");
 }

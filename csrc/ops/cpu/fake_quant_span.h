@@ -60,8 +60,9 @@ void fake_quant_grad_span_positions(const float* g, const uint8_t* mask, float* 
 void fake_quant_grad_span_positions(const double* g, const uint8_t* mask, double* dx,
                                     int64_t n, double* below, double* above);
 
-// Which instruction set the dispatcher picked for these loops ("avx512f",
-// "avx2" or "default"), for benchmarks and bug reports.
+// Which instruction-set level the loader picked for these loops
+// ("x86-64-v4", "x86-64-v3" or "default" with GCC), for benchmarks and bug
+// reports.
 const char* fake_quant_span_isa();
 
 }  // namespace edgeqat::detail
