@@ -64,6 +64,15 @@ def _first_mismatch(a: torch.Tensor, e: torch.Tensor, differs: torch.Tensor) -> 
     )
 
 
+_NUMPY_DTYPE = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+
+
+def numpy_dtype(dtype: torch.dtype):
+    """The NumPy twin of a torch float dtype; float64 for bfloat16, which NumPy lacks (round
+    the float64 result to bfloat16 with torch)."""
+    return _NUMPY_DTYPE.get(dtype, np.float64)
+
+
 def compute_numpy(x: torch.Tensor) -> np.ndarray:
     """x in its compute dtype as NumPy: float64 stays, everything else becomes float32."""
     x = x.detach()

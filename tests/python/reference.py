@@ -92,7 +92,8 @@ def _as_compute(x: np.ndarray) -> np.ndarray:
 
 
 def _grad_sum(values: np.ndarray, out_dtype) -> np.floating:
-    # Exact sum (math.fsum) of the float64 values, then cast to the range dtype.
+    # Exact sum (math.fsum) of the float64 values, rounded once to out_dtype (the dtype of
+    # the range value the gradient belongs to).
     return np.dtype(out_dtype).type(math.fsum(values.astype(np.float64).ravel().tolist()))
 
 
@@ -104,8 +105,20 @@ class Result(NamedTuple):
     grad_max: np.ndarray | None
 
 
-def fake_quant(x, mn, mx, num_bits=8, narrow_range=False, grad=None, range_dtype=np.float32):
-    """Per-tensor forward, mask codes and (if ``grad`` is given) the three gradients."""
+def fake_quant(
+    x,
+    mn,
+    mx,
+    num_bits=8,
+    narrow_range=False,
+    grad=None,
+    min_dtype=np.float32,
+    max_dtype=np.float32,
+):
+    """Per-tensor forward, mask codes and (if ``grad`` is given) the three gradients.
+
+    grad_min is in ``min_dtype`` and grad_max in ``max_dtype``: each range gradient keeps the
+    dtype of its own range value."""
     x = _as_compute(x)
     r = nudge(float(mn), float(mx), num_bits, narrow_range, x.dtype)
     y = _forward_1range(x, r)
@@ -115,13 +128,21 @@ def fake_quant(x, mn, mx, num_bits=8, narrow_range=False, grad=None, range_dtype
     grad = np.asarray(grad)
     zero = np.zeros((), dtype=grad.dtype)
     grad_x = np.where(mask == 0, grad, zero)
-    grad_min = np.asarray(_grad_sum(grad[mask == 1], range_dtype))
-    grad_max = np.asarray(_grad_sum(grad[mask == 2], range_dtype))
+    grad_min = np.asarray(_grad_sum(grad[mask == 1], min_dtype))
+    grad_max = np.asarray(_grad_sum(grad[mask == 2], max_dtype))
     return Result(y, mask, grad_x, grad_min, grad_max)
 
 
 def fake_quant_per_channel(
-    x, mins, maxs, axis, num_bits=8, narrow_range=False, grad=None, range_dtype=np.float32
+    x,
+    mins,
+    maxs,
+    axis,
+    num_bits=8,
+    narrow_range=False,
+    grad=None,
+    min_dtype=np.float32,
+    max_dtype=np.float32,
 ):
     """Per-channel twin: channel c of ``axis`` uses [mins[c], maxs[c]]; sums over other axes."""
     x = _as_compute(x)
@@ -131,8 +152,8 @@ def fake_quant_per_channel(
     y = np.empty_like(x)
     mask = np.empty(x.shape, dtype=np.uint8)
     grad_x = None if grad is None else np.empty_like(np.asarray(grad))
-    grad_min = np.zeros(channels, dtype=range_dtype)
-    grad_max = np.zeros(channels, dtype=range_dtype)
+    grad_min = np.zeros(channels, dtype=min_dtype)
+    grad_max = np.zeros(channels, dtype=max_dtype)
     for c in range(channels):
         index = (slice(None),) * axis + (c,)
         r = nudge(float(mins[c]), float(maxs[c]), num_bits, narrow_range, x.dtype)
@@ -142,8 +163,8 @@ def fake_quant_per_channel(
         if grad is not None:
             g = np.asarray(grad)[index]
             grad_x[index] = np.where(m == 0, g, np.zeros((), dtype=g.dtype))
-            grad_min[c] = _grad_sum(g[m == 1], range_dtype)
-            grad_max[c] = _grad_sum(g[m == 2], range_dtype)
+            grad_min[c] = _grad_sum(g[m == 1], min_dtype)
+            grad_max[c] = _grad_sum(g[m == 2], max_dtype)
     if grad is None:
         return Result(y, mask, None, None, None)
     return Result(y, mask, grad_x, grad_min, grad_max)

@@ -16,17 +16,34 @@ from helpers import (
     per_tensor_case,
     random_grad,
 )
+from torch._inductor.utils import fresh_cache
 from torch.utils._python_dispatch import TorchDispatchMode
 
 ops = torch.ops.edgeqat
 
 
 def _leaf(t, requires_grad):
-    return t.detach().clone().requires_grad_(requires_grad)
+    """A fresh leaf with t's values and exactly t's strides (clone() would make a non-dense
+    t dense)."""
+    copy = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    with torch.no_grad():
+        copy.copy_(t)
+    assert copy.stride() == t.stride()
+    return copy.requires_grad_(requires_grad)
 
 
 # --------------------------------------------------------------------------------------------
 # opcheck
+
+
+def _non_dense_inputs():
+    """Inputs that are neither contiguous nor non-overlapping-and-dense (seeded)."""
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(2, 3, 8, 8, generator=gen).contiguous(memory_format=torch.channels_last)
+    return {
+        "transposed_slice": torch.randn(6, 5, generator=gen).t()[:, ::2],
+        "channels_last_slice": base[:, :, ::2, :],
+    }
 
 
 def _opcheck_cases():
@@ -63,19 +80,46 @@ def _opcheck_cases():
         ("cachemask-channels_last", cachemask, (*cl, 1, 8, True)),
     ]
     mask = torch.from_numpy(rng.integers(0, 4, size=(4, 6)).astype(np.uint8))
-    for dtype, axis, range_dtype in [
-        (torch.float32, None, torch.float32),
-        (torch.float32, 1, torch.float64),
-        (torch.float64, 0, torch.float64),
-        (torch.float64, 1, torch.float32),  # axis -1 crashes the double backward: see
-    ]:  # test_fake_quant.py::test_double_backward_negative_axis
+    f16, f32, f64 = torch.float16, torch.float32, torch.float64
+    for dtype, axis, min_dtype, max_dtype in [
+        (f32, None, f32, f32),
+        (f32, 1, f64, f64),
+        (f64, 0, f64, f64),
+        (f64, 1, f32, f32),
+        (f32, -1, f32, f32),  # requires_grad: the double backward with a negative axis
+        (f64, -2, f64, f16),
+        (f32, None, f16, f64),
+        (f32, 1, torch.bfloat16, f64),
+    ]:
         cases.append(
             (
-                f"backward-{dtype}-{axis}-{range_dtype}",
+                f"backward-{dtype}-{axis}-{min_dtype}-{max_dtype}",
                 ops._fake_quant_backward.default,
-                (random_grad(rng, (4, 6), dtype), mask, axis, range_dtype),
+                (random_grad(rng, (4, 6), dtype), mask, axis, min_dtype, max_dtype),
             )
         )
+    # Inputs that are not dense (strided slices): outputs get empty_like's strides on every
+    # backend, so FakeTensor and the real kernels agree.
+    for name, x in _non_dense_inputs().items():
+        lo, hi = torch.tensor(-1.0), torch.tensor(1.0)
+        pc_lo = torch.linspace(-2.0, -0.5, x.shape[1])
+        pc_hi = torch.linspace(0.5, 3.0, x.shape[1])
+        per_channel = ops.fake_quant_with_min_max_vars_per_channel.default
+        backward = ops._fake_quant_backward.default
+        dense_grad = random_grad(rng, x.shape, torch.float32)
+        dense_mask = torch.from_numpy(rng.integers(0, 4, size=x.shape).astype(np.uint8))
+        wide = (x.shape[0], 2 * x.shape[1], *x.shape[2:])
+        sliced_mask = torch.from_numpy(rng.integers(0, 4, size=wide).astype(np.uint8))[:, ::2]
+        assert not sliced_mask.is_contiguous() and sliced_mask.shape == x.shape
+        cases += [
+            (f"{name}-per_tensor", ops.fake_quant_with_min_max_vars.default, (x, lo, hi, 8, False)),
+            (f"{name}-per_channel", per_channel, (x, pc_lo, pc_hi, 1, 8, False)),
+            (f"{name}-cachemask", cachemask, (x, lo, hi, None, 8, False)),
+            (f"{name}-cachemask-axis1", cachemask, (x, pc_lo, pc_hi, 1, 4, True)),
+            (f"{name}-backward-mask", backward, (dense_grad, sliced_mask, 1, f32, f64)),
+            (f"{name}-backward-grad", backward, (x, dense_mask, -1, f64, f32)),
+            (f"{name}-backward-both", backward, (x, sliced_mask, None, f32, f16)),
+        ]
     return cases
 
 
@@ -94,27 +138,51 @@ def test_opcheck(op, args, requires_grad):
     torch.library.opcheck(op, args)
 
 
-def _non_dense_inputs():
-    base = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
-    return {
-        "transposed_slice": torch.randn(6, 5).t()[:, ::2],
-        "channels_last_slice": base[:, :, ::2, :],
-    }
+def _on_meta(t):
+    """t on the Meta device with exactly t's strides (t.to("meta") would make it dense)."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (csrc/ops/meta): for a non-dense x the Meta kernels return "
-    "empty_like(x) strides while the CPU kernel returns contiguous outputs; FakeTensor "
-    "disagrees with the real output (opcheck fails, torch.compile asserts)",
-)
 @pytest.mark.parametrize("name", list(_non_dense_inputs()))
 def test_meta_strides_match_cpu_for_non_dense_input(name):
+    """A non-dense x: the CPU kernels compute on a dense copy laid out as empty_like(x), and the
+    Meta kernels return empty_like(x): same strides, so FakeTensor tells the truth."""
     x = _non_dense_inputs()[name]
+    assert not x.is_contiguous() and x.stride() != torch.empty_like(x).stride()
     lo, hi = torch.tensor(-1.0), torch.tensor(1.0)
-    real = ops._fake_quant_cachemask(x, lo, hi, None, 8, False)
-    meta = ops._fake_quant_cachemask(x.to("meta"), lo.to("meta"), hi.to("meta"), None, 8, False)
-    assert [t.stride() for t in meta] == [t.stride() for t in real]
+    c = x.shape[1]
+    pc_lo, pc_hi = -torch.ones(c), torch.ones(c)
+    calls = [
+        (ops.fake_quant_with_min_max_vars, (x, lo, hi, 8, False)),
+        (ops.fake_quant_with_min_max_vars_per_channel, (x, pc_lo, pc_hi, 1, 8, False)),
+        (ops._fake_quant_cachemask, (x, lo, hi, None, 8, False)),
+        (ops._fake_quant_cachemask, (x, pc_lo, pc_hi, 1 - x.dim(), 8, False)),
+    ]
+    expected_stride = torch.empty_like(x).stride()
+    for op, args in calls:
+        real = op(*args)
+        meta = op(*(_on_meta(a) if isinstance(a, torch.Tensor) else a for a in args))
+        real, meta = (r if isinstance(r, tuple) else (r,) for r in (real, meta))
+        assert [(t.shape, t.stride(), t.dtype) for t in meta] == [
+            (t.shape, t.stride(), t.dtype) for t in real
+        ], op
+        assert [t.stride() for t in real] == [expected_stride] * len(real), op
+    # The backward with a non-dense mask and grad: grad_x is laid out as empty_like(mask).
+    mask = ops._fake_quant_cachemask(x, lo, hi, None, 8, False)[1]
+    wide = torch.cat([x, x], dim=1)
+    sliced_mask = ops._fake_quant_cachemask(wide, lo, hi, None, 8, False)[1][:, ::2]
+    assert sliced_mask.shape == x.shape
+    assert sliced_mask.stride() != torch.empty_like(sliced_mask).stride()
+    for m, g in [(mask, x), (sliced_mask, x), (sliced_mask, torch.ones(x.shape))]:
+        for axis in (None, 1, -1):
+            real = ops._fake_quant_backward(g, m, axis, torch.float16, torch.float64)
+            meta = ops._fake_quant_backward(
+                _on_meta(g), _on_meta(m), axis, torch.float16, torch.float64
+            )
+            assert [(t.shape, t.stride(), t.dtype) for t in meta] == [
+                (t.shape, t.stride(), t.dtype) for t in real
+            ]
+            assert real[0].stride() == torch.empty_like(m).stride()
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "permuted"])
@@ -129,9 +197,9 @@ def test_meta_strides_match_cpu_for_dense_input(layout):
     real = ops._fake_quant_cachemask(x, lo, hi, 1, 8, False)
     meta = ops._fake_quant_cachemask(x.to("meta"), lo.to("meta"), hi.to("meta"), 1, 8, False)
     assert [t.stride() for t in meta] == [t.stride() for t in real] == [x.stride()] * 2
-    grads = ops._fake_quant_backward(torch.ones_like(x), real[1], 1, torch.float32)
+    grads = ops._fake_quant_backward(torch.ones_like(x), real[1], 1, torch.float32, torch.float64)
     grads_meta = ops._fake_quant_backward(
-        torch.ones_like(x, device="meta"), meta[1], 1, torch.float32
+        torch.ones_like(x, device="meta"), meta[1], 1, torch.float32, torch.float64
     )
     assert [(g.shape, g.stride(), g.dtype) for g in grads] == [
         (g.shape, g.stride(), g.dtype) for g in grads_meta
@@ -140,6 +208,18 @@ def test_meta_strides_match_cpu_for_dense_input(layout):
 
 # --------------------------------------------------------------------------------------------
 # torch.compile and TorchScript
+
+
+@pytest.fixture
+def fresh_compile_cache(tmp_path):
+    """Compile into empty Inductor/AOTAutograd caches. Their keys are the traced graphs, not
+    edgeqat's C++ autograd kernels: a cache filled by an older build of edgeqat replays its
+    backward graphs, with that build's op schemas (seen when _fake_quant_backward gained
+    max_dtype: "missing value for argument 'max_dtype'")."""
+    torch._dynamo.reset()
+    with fresh_cache(dir=str(tmp_path)):
+        yield
+    torch._dynamo.reset()
 
 
 def _eager_and_grads(fn, inputs, grads):
@@ -165,8 +245,7 @@ def _two_ops(x, lo, hi, w, wlo, whi, axis: int, num_bits: int, narrow: bool):
     ("dtype", "axis", "num_bits", "narrow"),
     [(torch.float32, 0, 8, False), (torch.float64, 3, 4, True)],
 )
-def test_compile_matches_eager(dtype, axis, num_bits, narrow):
-    torch._dynamo.reset()
+def test_compile_matches_eager(fresh_compile_cache, dtype, axis, num_bits, narrow):
     rng = np.random.default_rng(5)
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     x, lo, hi = per_tensor_case(rng, (16, 12), "contains_zero", num_bits, narrow, np_dtype)
@@ -183,6 +262,41 @@ def test_compile_matches_eager(dtype, axis, num_bits, narrow):
     for got, expected in zip(got_out + got_grads, expected_out + expected_grads):
         assert_bitwise_equal(got, expected)
     # Inference through the compiled function as well.
+    with torch.no_grad():
+        for got, expected in zip(compiled(*inputs), expected_out):
+            assert_bitwise_equal(got, expected)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("name", list(_non_dense_inputs()))
+def test_compile_non_dense_input(fresh_compile_cache, name):
+    """torch.compile(fullgraph=True) on non-dense inputs, and on a non-dense view made inside
+    the graph: the compiled code trusts the Meta kernels' strides, which must be the CPU
+    kernels' (they used to differ and Inductor's stride assertions failed)."""
+    rng = np.random.default_rng(9)
+    x = _non_dense_inputs()[name]
+    c = x.shape[1]
+    lo = torch.tensor(-1.0, dtype=torch.float16)
+    hi = torch.tensor(1.5, dtype=torch.float64)
+    pc_lo = torch.linspace(-2.0, -0.5, c)
+    pc_hi = torch.linspace(0.5, 3.0, c, dtype=torch.float64)
+
+    def fn(x, lo, hi, pc_lo, pc_hi):
+        return (
+            edgeqat.fake_quant(x, lo, hi),
+            edgeqat.fake_quant_per_channel(x, pc_lo, pc_hi, 1 - x.dim()),
+            edgeqat.fake_quant(x.transpose(0, -1)[::2], lo, hi),
+        )
+
+    inputs = [x, lo, hi, pc_lo, pc_hi]
+    grads = [random_grad(rng, o.shape, x.dtype) for o in fn(*inputs)]
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+    expected_out, expected_grads = _eager_and_grads(fn, inputs, grads)
+    got_out, got_grads = _eager_and_grads(compiled, inputs, grads)
+    for got, expected in zip(got_out + got_grads, expected_out + expected_grads):
+        assert_bitwise_equal(got, expected)
+    assert got_out[0].stride() == expected_out[0].stride() == torch.empty_like(x).stride()
+    assert got_out[1].stride() == expected_out[1].stride()
     with torch.no_grad():
         for got, expected in zip(compiled(*inputs), expected_out):
             assert_bitwise_equal(got, expected)
@@ -238,9 +352,9 @@ def composite_cachemask(x, lo, hi, axis, num_bits=8, narrow_range=False):
     )
 
 
-def composite_backward(grad, mask, axis, range_dtype):
+def composite_backward(grad, mask, axis, min_dtype, max_dtype):
     return ops._fake_quant_backward.default.redispatch(
-        COMPOSITE_KEYS, grad, mask, axis, range_dtype
+        COMPOSITE_KEYS, grad, mask, axis, min_dtype, max_dtype
     )
 
 
@@ -267,7 +381,7 @@ def test_redispatch_reaches_the_composite_kernel():
         _, mask = composite_cachemask(x, lo, hi, None)
     assert torch.ops.aten.floor.default in rec.seen
     with _RecordOps() as rec:
-        composite_backward(torch.ones(10), mask, None, torch.float32)
+        composite_backward(torch.ones(10), mask, None, torch.float32, torch.float32)
     assert torch.ops.aten.where.self in rec.seen
     with _RecordOps() as rec:
         ops._fake_quant_cachemask(x, lo, hi, None, 8, False)
@@ -279,9 +393,16 @@ def _compare_composite(x, lo, hi, axis, num_bits, narrow, grad):
     comp = composite_cachemask(x, lo, hi, axis, num_bits, narrow)
     assert_bitwise_equal(comp[0], fused[0])
     assert_bitwise_equal(comp[1], fused[1])
-    for dtype in (lo.dtype, torch.float64):
-        fused_grads = ops._fake_quant_backward(grad, fused[1], axis, dtype)
-        comp_grads = composite_backward(grad, comp[1], axis, dtype)
+    range_dtypes = [
+        (lo.dtype, hi.dtype),
+        (torch.float64, torch.float64),
+        (torch.float16, torch.float64),
+        (torch.float64, torch.bfloat16),
+    ]
+    for min_dtype, max_dtype in range_dtypes:
+        fused_grads = ops._fake_quant_backward(grad, fused[1], axis, min_dtype, max_dtype)
+        comp_grads = composite_backward(grad, comp[1], axis, min_dtype, max_dtype)
+        assert [g.dtype for g in comp_grads] == [grad.dtype, min_dtype, max_dtype]
         for c, f in zip(comp_grads, fused_grads):
             assert_bitwise_equal(c, f)
     # The public ops' composite entries give the same output.
@@ -338,3 +459,67 @@ def test_composite_special_values():
     _compare_composite(xs, pc_lo, pc_hi, 0, 8, False, torch.stack([grad] * 3))
     empty = torch.empty(0, 3)
     _compare_composite(empty, pc_lo, pc_hi, 1, 8, False, torch.empty(0, 3))
+
+
+def _first_line_of_error(fn):
+    with pytest.raises(RuntimeError) as info:
+        fn()
+    return str(info.value).splitlines()[0]
+
+
+F64 = torch.float64
+COMPOSITE_ERRORS = [
+    # (x, lo, hi, axis, num_bits, message)
+    (torch.zeros(4), torch.tensor(-3e38), torch.tensor(3e38), None, 8, "max - min overflows Float"),
+    (
+        torch.zeros(4, dtype=torch.float16),
+        torch.tensor(-1e39, dtype=F64),
+        torch.tensor(1.0, dtype=F64),
+        None,
+        8,
+        "min must be finite in Float, got -inf",
+    ),
+    (
+        torch.zeros(4, dtype=F64),
+        torch.tensor(1 + 2**-52, dtype=F64),
+        torch.tensor(1.0, dtype=F64),
+        None,
+        8,
+        "min = 1.0000000000000002 is greater than max = 1",
+    ),
+    (
+        torch.zeros(2, 3),
+        torch.tensor([0.0, 1.0000001, 0.0]),
+        torch.ones(3),
+        1,
+        8,
+        "min[1] = 1.00000012 is greater than max[1] = 1",
+    ),
+    (
+        torch.zeros(2, 3),
+        torch.tensor([0.0, 0.0, -3e38]),
+        torch.tensor([1.0, 1.0, 3e38]),
+        -1,
+        8,
+        "[2] is too wide: max - min overflows Float",
+    ),
+    (torch.zeros(2, 3), -torch.ones(2), torch.ones(2), 0, 1, "num_bits must be in [2, 16]"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(COMPOSITE_ERRORS)))
+def test_composite_errors_match_fused(case):
+    """The composite kernel checks the range in the compute dtype too, with the same message
+    under the public op's name."""
+    x, lo, hi, axis, num_bits, message = COMPOSITE_ERRORS[case]
+    op = (
+        "edgeqat::fake_quant_with_min_max_vars"
+        if axis is None
+        else "edgeqat::fake_quant_with_min_max_vars_per_channel"
+    )
+    fused = _first_line_of_error(
+        lambda: ops._fake_quant_cachemask(x, lo, hi, axis, num_bits, False)
+    )
+    comp = _first_line_of_error(lambda: composite_cachemask(x, lo, hi, axis, num_bits))
+    assert comp == fused
+    assert comp.startswith(f"{op}: ") and message in comp, comp

@@ -7,11 +7,8 @@ through the public Python functions with autograd, the no-grad path and _fake_qu
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import subprocess
-import sys
 
 import edgeqat
 import numpy as np
@@ -19,15 +16,18 @@ import pytest
 import reference
 import torch
 from helpers import (
+    FLOAT_DTYPES,
     RANGE_KINDS,
     assert_bitwise_equal,
     compute_numpy,
+    numpy_dtype,
     per_channel_case,
     per_tensor_case,
     random_grad,
     sample_range,
     sample_x,
 )
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ops = torch.ops.edgeqat
 
@@ -66,13 +66,16 @@ def check_against_reference(x, lo, hi, axis=None, num_bits=8, narrow_range=False
     y.backward(grad)
 
     xn, gn = compute_numpy(x), grad.double().numpy()
+    # Each range gradient in its own range value's dtype (NumPy has no bfloat16: float64,
+    # then one rounding, as the op's double sums).
+    dtypes = {"min_dtype": numpy_dtype(lo.dtype), "max_dtype": numpy_dtype(hi.dtype)}
     if axis is None:
         ref = reference.fake_quant(
-            xn, lo.item(), hi.item(), num_bits, narrow_range, grad=gn, range_dtype=np.float64
+            xn, lo.item(), hi.item(), num_bits, narrow_range, grad=gn, **dtypes
         )
     else:
         ref = reference.fake_quant_per_channel(
-            xn, lo.tolist(), hi.tolist(), axis, num_bits, narrow_range, gn, np.float64
+            xn, lo.tolist(), hi.tolist(), axis, num_bits, narrow_range, gn, **dtypes
         )
     assert y.shape == x.shape and y.dtype == x.dtype
     assert_bitwise_equal(y, torch.from_numpy(ref.y).to(x.dtype))
@@ -88,6 +91,12 @@ def check_against_reference(x, lo, hi, axis=None, num_bits=8, narrow_range=False
     )
     assert_bitwise_equal(out, y)
     assert_bitwise_equal(mask, torch.from_numpy(ref.mask))
+    # The internal backward op returns each range gradient in its own dtype. (Autograd casts
+    # every gradient to its input's dtype, which would hide a sum first rounded to another
+    # dtype: see test_range_gradients_keep_their_own_precision.)
+    grads = ops._fake_quant_backward(grad, mask, axis, lo.dtype, hi.dtype)
+    for got, expected in zip(grads, (x.grad, lo.grad, hi.grad)):
+        assert_bitwise_equal(got, expected)
     return y.detach(), x.grad, lo.grad, hi.grad
 
 
@@ -141,25 +150,27 @@ def test_per_tensor_random_half(dtype, seed):
 
 
 @pytest.mark.parametrize(
-    ("x_dtype", "range_dtype"),
+    ("x_dtype", "min_dtype", "max_dtype"),
     [
-        (torch.float32, torch.float64),
-        (torch.float64, torch.float32),
-        (torch.float16, torch.float16),
-        (torch.bfloat16, torch.float64),
-        (torch.float16, torch.bfloat16),
+        (torch.float32, torch.float64, torch.float64),
+        (torch.float64, torch.float32, torch.float32),
+        (torch.float16, torch.float16, torch.float16),
+        (torch.bfloat16, torch.float64, torch.float64),
+        (torch.float16, torch.bfloat16, torch.bfloat16),
+        (torch.float32, torch.float16, torch.float64),
+        (torch.float32, torch.float64, torch.float16),
+        (torch.float64, torch.bfloat16, torch.float32),
+        (torch.bfloat16, torch.float32, torch.bfloat16),
     ],
 )
-def test_mixed_dtypes(x_dtype, range_dtype):
-    """min/max are cast to the compute dtype before nudging; their gradients keep their dtype."""
+def test_mixed_dtypes(x_dtype, min_dtype, max_dtype):
+    """min/max are cast to the compute dtype before nudging; each gradient keeps its dtype."""
     rng = np.random.default_rng(7)
     lo, hi = -0.7303, 1.2917  # not float32 numbers: the float64 range must be rounded first
     x = torch.from_numpy(sample_x(rng, 700, lo, hi, 8, False, np.float64)).to(x_dtype)
-    check_against_reference(
-        x, torch.tensor(lo, dtype=range_dtype), torch.tensor(hi, dtype=range_dtype)
-    )
-    pc_lo = torch.tensor([lo, -3.1, 0.2], dtype=range_dtype)
-    pc_hi = torch.tensor([hi, -0.4, 5.3], dtype=range_dtype)
+    check_against_reference(x, torch.tensor(lo, dtype=min_dtype), torch.tensor(hi, dtype=max_dtype))
+    pc_lo = torch.tensor([lo, -3.1, 0.2], dtype=min_dtype)
+    pc_hi = torch.tensor([hi, -0.4, 5.3], dtype=max_dtype)
     xs = torch.stack([x[:200], x[200:400] * 3, x[400:600] * 4], dim=1)
     check_against_reference(xs, pc_lo, pc_hi, axis=1)
 
@@ -271,8 +282,11 @@ def test_layouts_match_contiguous(layout, axis):
     got = check_against_reference(xv, lo, hi, axis=axis)
     for g, e in zip(got, expected):
         assert_bitwise_equal(g, e)
-    if layout != "sliced":  # dense inputs keep their layout
-        assert quantize(xv, lo, hi, axis).stride() == xv.stride()
+    # Dense inputs keep their layout; the others get empty_like's (as the Meta kernels).
+    y = quantize(xv, lo, hi, axis)
+    assert y.stride() == torch.empty_like(xv).stride()
+    if layout != "sliced":
+        assert y.stride() == xv.stride()
 
 
 def test_expanded_input():
@@ -483,13 +497,19 @@ def test_zero_dim_input():
 
 
 # --------------------------------------------------------------------------------------------
-# Errors: the message names the argument and its value
+# Errors: the message names the public op, the argument and its value
+#
+# The range checks run on min and max as the kernels use them: rounded to the compute dtype
+# (float32 for float32/float16/bfloat16 x, float64 for float64 x). Values are printed with
+# every digit the compute dtype needs (9 significant digits for float32, 17 for float64).
 
 X = torch.linspace(-2, 2, 6)
 X2 = torch.linspace(-2, 2, 6).reshape(2, 3)
 NAN, INF = math.nan, math.inf
 F64 = torch.float64
 META = torch.device("meta")
+PER_TENSOR = "edgeqat::fake_quant_with_min_max_vars"
+PER_CHANNEL = "edgeqat::fake_quant_with_min_max_vars_per_channel"
 
 
 def _prep(args, requires_grad):
@@ -504,18 +524,37 @@ def _prep(args, requires_grad):
 
 
 def _pc(x=X2, lo=(0.0, -1.0, -2.0), hi=(1.0, 1.0, 1.0), axis=1, **kw):
-    return lambda rg: edgeqat.fake_quant_per_channel(*_prep([x, lo, hi], rg), axis, **kw)
+    def call(rg):
+        return edgeqat.fake_quant_per_channel(*_prep([x, lo, hi], rg), axis, **kw)
+
+    call.op = PER_CHANNEL
+    return call
 
 
 def _pt(x=X, lo=-1.0, hi=1.0, **kw):
-    return lambda rg: edgeqat.fake_quant(*_prep([x, lo, hi], rg), **kw)
+    def call(rg):
+        return edgeqat.fake_quant(*_prep([x, lo, hi], rg), **kw)
+
+    call.op = PER_TENSOR
+    return call
 
 
 def _op(x=X, lo=None, hi=None):
     lo = torch.tensor(-1.0) if lo is None else lo
     hi = torch.tensor(1.0) if hi is None else hi
-    return lambda rg: ops.fake_quant_with_min_max_vars(*_prep([x, lo, hi], rg))
 
+    def call(rg):
+        return ops.fake_quant_with_min_max_vars(*_prep([x, lo, hi], rg))
+
+    call.op = PER_TENSOR
+    return call
+
+
+def _f64(*values):
+    return torch.tensor(values[0] if len(values) == 1 else values, dtype=F64)
+
+
+_BELOW_0_1 = float(np.nextafter(np.float32(0.1), np.float32(0)))  # 0.099999994 in float32
 
 ERROR_CASES = {
     "num_bits_1": (
@@ -528,32 +567,80 @@ ERROR_CASES = {
         _pc(num_bits=0),
         "num_bits must be in [2, 16], got 0",
     ),
-    "min_nan": (_pt(lo=NAN), "min must be finite, got nan"),
-    "min_-inf": (_pt(lo=-INF), "min must be finite, got -inf"),
-    "max_inf": (_pt(hi=INF), "max must be finite, got inf"),
+    "min_nan": (_pt(lo=NAN), "min must be finite in Float, got nan"),
+    "min_-inf": (_pt(lo=-INF), "min must be finite in Float, got -inf"),
+    "max_inf": (_pt(hi=INF), "max must be finite in Float, got inf"),
     "max_nan_f64": (
-        _pt(X.double(), torch.tensor(0.0, dtype=F64), torch.tensor(NAN, dtype=F64)),
-        "max must be finite, got nan",
+        _pt(X.double(), _f64(0.0), _f64(NAN)),
+        "max must be finite in Double, got nan",
     ),
-    "pc_min_nan": (_pc(lo=(0.0, NAN, 0.0)), "min[1] must be finite, got nan"),
-    "pc_max_inf": (_pc(hi=(1.0, 1.0, INF)), "max[2] must be finite, got inf"),
+    "pc_min_nan": (_pc(lo=(0.0, NAN, 0.0)), "min[1] must be finite in Float, got nan"),
+    "pc_max_inf": (_pc(hi=(1.0, 1.0, INF)), "max[2] must be finite in Float, got inf"),
+    # Finite in float64, infinite once rounded to the float32 compute dtype.
+    "min_f64_inf_in_f32": (
+        _pt(lo=_f64(-1e39), hi=_f64(1.0)),
+        "min must be finite in Float, got -inf",
+    ),
+    "max_f64_inf_in_f32_half": (
+        _pt(X.half(), _f64(-1.0), _f64(1e39)),
+        "max must be finite in Float, got inf",
+    ),
+    "pc_max_number_inf_in_f32": (
+        _pc(hi=[1e39, 1.0, 1.0]),
+        "max[0] must be finite in Float, got inf",
+    ),
     "inverted": (_pt(lo=2.0, hi=1.0), "min = 2 is greater than max = 1"),
     "inverted_neg": (_pt(lo=-0.5, hi=-0.75), "min = -0.5 is greater than max = -0.75"),
     "pc_inverted": (
         _pc(lo=(0.0, 3.0, 0.0), hi=(1.0, -3.0, 1.0)),
         "min[1] = 3 is greater than max[1] = -3",
     ),
+    # Adjacent values print differently: all 9 (float32) or 17 (float64) digits.
+    "inverted_f32_digits": (
+        _pt(lo=torch.tensor(1.0000001), hi=torch.tensor(1.0)),
+        "min = 1.00000012 is greater than max = 1",
+    ),
+    "inverted_bf16_digits": (
+        _pt(X.bfloat16(), torch.tensor(1.0000001), torch.tensor(1.0)),
+        "min = 1.00000012 is greater than max = 1",
+    ),
+    "inverted_f64_digits": (
+        _pt(X.double(), _f64(1 + 2**-52), _f64(1.0)),
+        "min = 1.0000000000000002 is greater than max = 1",
+    ),
+    "pc_inverted_f32_digits": (
+        _pc(hi=(1.0, _BELOW_0_1, 1.0), lo=(0.0, 0.1, 0.0)),
+        "min[1] = 0.100000001 is greater than max[1] = 0.099999994",
+    ),
+    "pc_inverted_f64_digits": (
+        _pc(X2.double(), _f64(0.0, 0.1, 0.0), _f64(1.0, _BELOW_0_1, 1.0)),
+        "min[1] = 0.10000000000000001 is greater than max[1] = 0.099999994039535522",
+    ),
     "too_wide": (
-        _pt(X.double(), torch.tensor(-1.7e308, dtype=F64), torch.tensor(1.7e308, dtype=F64)),
-        "the range [-1.7e+308, 1.7e+308] is too wide: max - min overflows",
+        _pt(X.double(), _f64(-1.7e308), _f64(1.7e308)),
+        "the range [-1.6999999999999999e+308, 1.6999999999999999e+308] is too wide: "
+        "max - min overflows Double",
     ),
     "pc_too_wide": (
-        _pc(
-            X2.double(),
-            torch.tensor([0.0, -1e308, 0.0], dtype=F64),
-            torch.tensor([1.0, 1e308, 1.0], dtype=F64),
-        ),
-        "the range [-1e+308, 1e+308] of channel 1 is too wide",
+        _pc(X2.double(), _f64(0.0, -1e308, 0.0), _f64(1.0, 1e308, 1.0)),
+        "the range [-1e+308, 1e+308][1] is too wide: max - min overflows Double",
+    ),
+    # max - min is finite in float64 but overflows the float32 the kernels nudge in.
+    "too_wide_f32": (
+        _pt(lo=torch.tensor(-3e38), hi=torch.tensor(3e38)),
+        "the range [-3.00000001e+38, 3.00000001e+38] is too wide: max - min overflows Float",
+    ),
+    "too_wide_f32_numbers": (
+        _pt(lo=-2e38, hi=2e38),
+        "the range [-1.99999994e+38, 1.99999994e+38] is too wide: max - min overflows Float",
+    ),
+    "too_wide_f64_range_half_x": (
+        _pt(X.half(), _f64(-2e38), _f64(2e38)),
+        "the range [-1.99999994e+38, 1.99999994e+38] is too wide: max - min overflows Float",
+    ),
+    "pc_too_wide_f32_bf16_x": (
+        _pc(X2.bfloat16(), (0.0, 0.0, -3e38), (1.0, 1.0, 3e38)),
+        "the range [-3.00000001e+38, 3.00000001e+38][2] is too wide: max - min overflows Float",
     ),
     "min_shape": (_op(lo=torch.zeros(1)), "min must be a 0-dim tensor, got shape [1]"),
     "max_shape": (_op(hi=torch.ones(2, 1)), "max must be a 0-dim tensor, got shape [2, 1]"),
@@ -597,61 +684,99 @@ ERROR_CASES = {
 }
 
 
-@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
 @pytest.mark.parametrize("case", list(ERROR_CASES))
 def test_errors(case, requires_grad):
+    """Both paths (the public op; _fake_quant_cachemask under autograd) give the same message,
+    which starts with the public op's name."""
     fn, message = ERROR_CASES[case]
-    with pytest.raises(RuntimeError, match=re.escape(message)):
+    with pytest.raises(RuntimeError, match=f"^{re.escape(fn.op)}: .*{re.escape(message)}"):
         fn(requires_grad)
 
 
-def test_errors_name_the_op():
-    # Without autograd the public op checks; with it, the internal op it is built on.
-    with pytest.raises(RuntimeError, match=r"^edgeqat::fake_quant_with_min_max_vars: num_bits"):
-        edgeqat.fake_quant(X, -1.0, 1.0, num_bits=1)
-    with pytest.raises(
-        RuntimeError, match=r"^edgeqat::fake_quant_with_min_max_vars_per_channel: axis 5"
-    ):
-        edgeqat.fake_quant_per_channel(X2, [0.0] * 3, [1.0] * 3, axis=5)
-    with pytest.raises(RuntimeError, match=r"^edgeqat::_fake_quant_cachemask: min = 2"):
-        edgeqat.fake_quant(X.detach().requires_grad_(True), 2.0, 1.0)
+@pytest.mark.parametrize("axis", [None, 1])
+def test_internal_op_errors_name_the_public_op(axis):
+    """_fake_quant_cachemask reports errors under the public op it implements, called
+    directly, through autograd and on the Meta device."""
+    op = PER_TENSOR if axis is None else PER_CHANNEL
+    shape = () if axis is None else (3,)
+    lo, hi = torch.full(shape, 2.0), torch.full(shape, 1.0)
+    at = "" if axis is None else "[0]"
+    inverted = f"min{at} = 2 is greater than max{at} = 1"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(f'{op}: {inverted}')}"):
+        ops._fake_quant_cachemask(X2, lo, hi, axis, 8, False)
+    with pytest.raises(RuntimeError, match=f"^{re.escape(f'{op}: {inverted}')}"):
+        ops._fake_quant_cachemask(X2.detach().requires_grad_(True), lo, hi, axis, 8, False)
+    meta = [t.to(META) for t in (X2, lo, hi)]
+    with pytest.raises(RuntimeError, match=f"^{re.escape(op)}: num_bits must be in"):
+        ops._fake_quant_cachemask(*meta, axis, 1, False)
+    with pytest.raises(RuntimeError, match=f"^{re.escape(op)}: num_bits must be in"):
+        ops._fake_quant_cachemask(X2, -hi, hi, axis, 17, False)
+
+
+def test_errors_name_the_public_op_on_both_paths():
+    for requires_grad in (False, True):
+        x, x2 = (t.detach().requires_grad_(requires_grad) for t in (X, X2))
+        with pytest.raises(RuntimeError, match=f"^{PER_TENSOR}: num_bits"):
+            edgeqat.fake_quant(x, -1.0, 1.0, num_bits=1)
+        with pytest.raises(RuntimeError, match=f"^{PER_CHANNEL}: axis 5"):
+            edgeqat.fake_quant_per_channel(x2, [0.0] * 3, [1.0] * 3, axis=5)
+        with pytest.raises(RuntimeError, match=f"^{PER_TENSOR}: min = 2"):
+            edgeqat.fake_quant(x, 2.0, 1.0)
+        with pytest.raises(RuntimeError, match=re.escape(f"{PER_CHANNEL}: min[2] = 2")):
+            edgeqat.fake_quant_per_channel(x2, [0.0, 0.0, 2.0], [1.0] * 3, axis=1)
 
 
 def test_errors_with_empty_input():
     with pytest.raises(RuntimeError, match=re.escape("min = 1 is greater than max = 0")):
         edgeqat.fake_quant(torch.empty(0), 1.0, 0.0)
-    with pytest.raises(RuntimeError, match=re.escape("max[0] must be finite, got nan")):
+    with pytest.raises(RuntimeError, match=re.escape("max[0] must be finite in Float, got nan")):
         edgeqat.fake_quant_per_channel(torch.empty(2, 0), [0.0, 0.0], [NAN, 1.0], axis=0)
+    with pytest.raises(RuntimeError, match=re.escape("max - min overflows Float")):
+        edgeqat.fake_quant(torch.empty(0, 3), -3e38, 3e38)
+
+
+def _backward_args(grad=None, mask=None, axis=None, min_dtype=torch.float32, max_dtype=None):
+    grad = torch.zeros(2, 3) if grad is None else grad
+    mask = torch.zeros(2, 3, dtype=torch.uint8) if mask is None else mask
+    return grad, mask, axis, min_dtype, min_dtype if max_dtype is None else max_dtype
 
 
 BACKWARD_ERRORS = {
     "grad_long": (
-        (
-            torch.zeros(2, 3, dtype=torch.long),
-            torch.zeros(2, 3, dtype=torch.uint8),
-            None,
-            torch.float32,
-        ),
+        _backward_args(grad=torch.zeros(2, 3, dtype=torch.long)),
         "grad must be floating point, got dtype Long",
     ),
     "mask_float": (
-        (torch.zeros(2, 3), torch.zeros(2, 3), None, torch.float32),
+        _backward_args(mask=torch.zeros(2, 3)),
         "mask must be uint8, got dtype Float",
     ),
     "shapes": (
-        (torch.zeros(2, 3), torch.zeros(3, 2, dtype=torch.uint8), None, torch.float32),
+        _backward_args(mask=torch.zeros(3, 2, dtype=torch.uint8)),
         "grad has shape [2, 3] but mask has shape [3, 2]",
     ),
-    "range_dtype": (
-        (torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.uint8), None, torch.int64),
-        "range_dtype must be a floating dtype, got Long",
+    "min_dtype": (
+        _backward_args(min_dtype=torch.int64, max_dtype=torch.float32),
+        "min_dtype must be a floating dtype, got Long",
+    ),
+    "max_dtype": (
+        _backward_args(max_dtype=torch.bool),
+        "max_dtype must be a floating dtype, got Bool",
+    ),
+    "max_dtype_complex": (
+        _backward_args(min_dtype=torch.float64, max_dtype=torch.complex64),
+        "max_dtype must be a floating dtype, got ComplexFloat",
     ),
     "axis": (
-        (torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.uint8), 2, torch.float32),
+        _backward_args(axis=2),
         "axis 2 is out of range for a mask with 2 dimension(s)",
     ),
+    "axis_negative": (
+        _backward_args(axis=-3),
+        "axis -3 is out of range for a mask with 2 dimension(s)",
+    ),
     "device": (
-        (torch.zeros(2, 3, device=META), torch.zeros(2, 3, dtype=torch.uint8), None, torch.float32),
+        _backward_args(grad=torch.zeros(2, 3, device=META)),
         "grad is on meta but mask is on cpu",
     ),
 }
@@ -712,7 +837,9 @@ def test_cachemask_output_differentiates_like_public_op():
     assert (lo.grad.item(), hi.grad.item()) == (1.0, 4.0)
 
 
-def _backward_expected(grad, mask, axis, range_dtype):
+def _backward_expected(grad, mask, axis, min_dtype, max_dtype=None):
+    """(grad_x, grad_min, grad_max): the range sums in float64, rounded once to their dtypes."""
+    max_dtype = min_dtype if max_dtype is None else max_dtype
     g = grad.double().numpy()
     m = mask.numpy()
     dims = tuple(d for d in range(m.ndim) if axis is None or d != axis % m.ndim)
@@ -721,23 +848,37 @@ def _backward_expected(grad, mask, axis, range_dtype):
     grad_x = torch.where(mask == 0, grad, torch.zeros((), dtype=grad.dtype))
     return (
         grad_x,
-        torch.from_numpy(np.asarray(below)).to(range_dtype),
-        torch.from_numpy(np.asarray(above)).to(range_dtype),
+        torch.from_numpy(np.asarray(below)).to(min_dtype),
+        torch.from_numpy(np.asarray(above)).to(max_dtype),
     )
 
 
-@pytest.mark.parametrize("range_dtype", [torch.float32, torch.float64, torch.float16])
+RANGE_DTYPE_PAIRS = [
+    (torch.float32, torch.float32),
+    (torch.float64, torch.float64),
+    (torch.float16, torch.float16),
+    (torch.float16, torch.float64),
+    (torch.float64, torch.bfloat16),
+    (torch.bfloat16, torch.float32),
+]
+
+
+@pytest.mark.parametrize(
+    ("min_dtype", "max_dtype"), RANGE_DTYPE_PAIRS, ids=lambda d: str(d).replace("torch.", "")
+)
 @pytest.mark.parametrize("grad_dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize(
     ("shape", "axis"),
     [((7, 9), None), ((7, 9), 0), ((7, 9), 1), ((7, 9), -1), ((4, 3, 5, 6), 1), ((300, 130), 1)],
 )
-def test_backward_op(shape, axis, grad_dtype, range_dtype):
+def test_backward_op(shape, axis, grad_dtype, min_dtype, max_dtype):
+    """grad_min is returned in min_dtype and grad_max in max_dtype (the dtypes of min and max),
+    each rounded once from the double sum."""
     rng = np.random.default_rng([len(shape), shape[-1]])
     mask = torch.from_numpy(rng.integers(0, 4, size=shape).astype(np.uint8))
     grad = random_grad(rng, shape, grad_dtype)
-    got = ops._fake_quant_backward(grad, mask, axis, range_dtype)
-    expected = _backward_expected(grad, mask, axis, range_dtype)
+    got = ops._fake_quant_backward(grad, mask, axis, min_dtype, max_dtype)
+    expected = _backward_expected(grad, mask, axis, min_dtype, max_dtype)
     channels = () if axis is None else (shape[axis],)
     assert got[1].shape == channels and got[2].shape == channels
     for g, e in zip(got, expected):
@@ -764,7 +905,7 @@ def test_backward_op_layouts(axis):
     ]
     for m, g in variants:
         expected = _backward_expected(g, m, axis, torch.float32)
-        got = ops._fake_quant_backward(g, m, axis, torch.float32)
+        got = ops._fake_quant_backward(g, m, axis, torch.float32, torch.float32)
         for a, e in zip(got, expected):
             assert_bitwise_equal(a, e)
 
@@ -804,11 +945,12 @@ def test_gradients_only_where_requested():
     assert x.grad.tolist() == [0.0, 4.0, 0.0]
 
 
-@pytest.mark.parametrize("axis", [None, 0, 2])
+@pytest.mark.parametrize("axis", [None, 0, 2, -1, -2, -3])
 def test_double_backward_routes_through_masks(axis):
     """The backward is linear in the incoming gradient g: d(grad_x, grad_min, grad_max)/dg
-    applied to (u, v, w) is u on inside elements, v below, w above (v, w along axis)."""
-    rng = np.random.default_rng([3, axis or 0])
+    applied to (u, v, w) is u on inside elements, v below, w above (v, w along axis).
+    Negative axes included: the grad-of-grad reshapes v and w along the normalised axis."""
+    rng = np.random.default_rng([3, 0 if axis is None else axis + 4])
     shape = (4, 5, 6)
     if axis is None:
         x, lo, hi = per_tensor_case(rng, shape, "contains_zero", 8, False)
@@ -840,35 +982,49 @@ def test_double_backward_routes_through_masks(axis):
     assert_bitwise_equal(gg, expected)
 
 
-_DOUBLE_BACKWARD_NEGATIVE_AXIS = """
-import json, torch, edgeqat
-x = torch.tensor([[-5.0, 0.0, 5.0], [0.5, 5.0, -5.0]], requires_grad=True)
-lo = torch.full((3,), -1.0, requires_grad=True)
-hi = torch.full((3,), 1.0, requires_grad=True)
-y = edgeqat.fake_quant_per_channel(x, lo, hi, axis=-1)
-g = torch.ones(2, 3, requires_grad=True)
-gx, glo, ghi = torch.autograd.grad(y, (x, lo, hi), g, create_graph=True)
-uvw = (torch.ones(2, 3), torch.full((3,), 2.0), torch.full((3,), 4.0))
-print(json.dumps(torch.autograd.grad((gx, glo, ghi), g, uvw)[0].tolist()))
-"""
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_double_backward_negative_axis(axis):
+    """Hand-written: with axis=-1 the saved axis must be normalised before the grad-of-grad
+    reshapes along it (it used to write out of bounds and abort the process)."""
+    x = torch.tensor([[-5.0, 0.0, 5.0], [0.5, 5.0, -5.0]], requires_grad=True)
+    lo = torch.full((3,), -1.0, requires_grad=True)
+    hi = torch.full((3,), 1.0, requires_grad=True)
+    y = edgeqat.fake_quant_per_channel(x, lo, hi, axis=axis)
+    g = torch.ones(2, 3, requires_grad=True)
+    gx, glo, ghi = torch.autograd.grad(y, (x, lo, hi), g, create_graph=True)
+    assert gx.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    assert glo.tolist() == [1.0, 0.0, 1.0] and ghi.tolist() == [0.0, 1.0, 1.0]
+    # v and w differ per channel, so a reshape along the wrong axis cannot pass.
+    uvw = (torch.ones(2, 3), torch.tensor([2.0, 8.0, 32.0]), torch.tensor([4.0, 16.0, 64.0]))
+    (gg,) = torch.autograd.grad((gx, glo, ghi), g, uvw)
+    # Inside -> u = 1, below -> v[c], above -> w[c].
+    assert gg.tolist() == [[2.0, 1.0, 64.0], [1.0, 16.0, 32.0]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (csrc/ops/autograd FakeQuantBackwardFunction::backward): the saved axis is not "
-    "normalized, along_axis writes shape[-1] out of bounds: heap corruption, the process aborts",
-)
-def test_double_backward_negative_axis():
-    # In a subprocess, because the bug kills the interpreter.
-    result = subprocess.run(
-        [sys.executable, "-c", _DOUBLE_BACKWARD_NEGATIVE_AXIS],
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_double_backward_through_backward_op_negative_axis():
+    """The backward op called directly with axis=-1 and a grad that requires grad."""
+    rng = np.random.default_rng(12)
+    mask = torch.from_numpy(rng.integers(0, 4, size=(3, 4, 5)).astype(np.uint8))
+    grad = random_grad(rng, (3, 4, 5), torch.float32).requires_grad_(True)
+    results = {}
+    for axis in (-1, 2):
+        outs = ops._fake_quant_backward(grad, mask, axis, torch.float64, torch.float16)
+        assert [o.dtype for o in outs] == [torch.float32, torch.float64, torch.float16]
+        expected = _backward_expected(grad.detach(), mask, axis, torch.float64, torch.float16)
+        for o, e in zip(outs, expected):
+            assert_bitwise_equal(o, e)
+        u = random_grad(np.random.default_rng(1), (3, 4, 5), torch.float32)
+        v = random_grad(np.random.default_rng(2), (5,), torch.float64)
+        w = random_grad(np.random.default_rng(3), (5,), torch.float16)
+        (results[axis],) = torch.autograd.grad(outs, grad, (u, v, w))
+    zero = torch.zeros(())
+    expected = (
+        torch.where(mask == 0, u, zero)
+        + torch.where(mask == 1, v.float(), zero)
+        + torch.where(mask == 2, w.float(), zero)
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    # Inside -> u = 1, below -> v = 2, above -> w = 4.
-    assert json.loads(result.stdout) == [[2.0, 1.0, 4.0], [1.0, 4.0, 2.0]]
+    assert_bitwise_equal(results[-1], expected)
+    assert_bitwise_equal(results[2], expected)
 
 
 @pytest.mark.parametrize("axis", [None, 1])
@@ -947,61 +1103,183 @@ def test_python_numbers_and_sequences():
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Known defects (strict xfail: they turn into failures once fixed, then drop the marker)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the range checks run in double, but nudging runs in float32: max - min "
-    "overflows float32 (or min/max round to inf) and every output is NaN instead of an error",
-)
-@pytest.mark.parametrize(
-    ("lo", "hi", "range_dtype"),
-    [(-3e38, 3e38, torch.float32), (-2e38, 2e38, torch.float32), (-1e39, 1.0, torch.float64)],
-)
-def test_range_overflowing_float32_is_rejected(lo, hi, range_dtype):
-    x = torch.tensor([-1.0, 0.0, 1.0])
-    with pytest.raises(RuntimeError, match=r"max - min overflows|must be finite"):
-        y = edgeqat.fake_quant(
-            x, torch.tensor(lo, dtype=range_dtype), torch.tensor(hi, dtype=range_dtype)
-        )
-        assert not torch.isnan(y).any(), f"NaN output {y.tolist()}"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT (csrc/ops/fake_quant.cpp check_range_values): values are printed with the "
-    "stream's default 6 significant digits, so distinct values can read as equal",
-)
-def test_error_message_shows_distinguishable_values():
-    with pytest.raises(RuntimeError) as info:
-        edgeqat.fake_quant(X, torch.tensor(1.0000001), torch.tensor(1.0))
-    printed = re.search(r"min = (\S+) is greater than max = (\S+)", str(info.value)).groups()
-    assert printed[0] != printed[1], str(info.value)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (python/edgeqat/ops.py _as_range): Python numbers become float32 tensors even "
-    "for float64 x, so fake_quant(x64, -0.1, 0.7) nudges a float32-rounded range",
-)
 def test_python_numbers_keep_float64_precision():
-    x = torch.tensor([0.3, 0.55], dtype=torch.float64)
-    lo, hi = torch.tensor(-0.1, dtype=F64), torch.tensor(0.7, dtype=F64)
-    assert_bitwise_equal(edgeqat.fake_quant(x, -0.1, 0.7), edgeqat.fake_quant(x, lo, hi))
+    """Numbers become float64 ranges for float64 x, so they are not rounded to float32."""
+    x = torch.tensor([0.3, 0.55, -0.05, 0.69999], dtype=F64)
+    lo, hi = _f64(-0.1), _f64(0.7)
+    expected = edgeqat.fake_quant(x, lo, hi)
+    assert_bitwise_equal(edgeqat.fake_quant(x, -0.1, 0.7), expected)
+    rounded = edgeqat.fake_quant(x, lo.float(), hi.float())
+    assert not torch.equal(rounded, expected)  # the float32 range would give another result
+    x2 = torch.stack([x, x * 2], dim=1)
+    assert_bitwise_equal(
+        edgeqat.fake_quant_per_channel(x2, [-0.1, -0.3], [0.7, 1.3], axis=1),
+        edgeqat.fake_quant_per_channel(x2, _f64(-0.1, -0.3), _f64(0.7, 1.3), axis=1),
+    )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (csrc/ops/autograd): grad_max is computed in min's dtype (range_dtype = "
-    "min.scalar_type()) and only then cast to max's dtype, so a float16/bfloat16 min "
-    "rounds or overflows the gradient of a float32/float64 max",
+class _RecordRangeDtypes(TorchDispatchMode):
+    """Records the dtypes of the min and max an edgeqat op receives."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "edgeqat" and func.__name__ != "_fake_quant_backward":
+            self.seen.append((args[1].dtype, args[2].dtype))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_python_numbers_become_compute_dtype_tensors(dtype, requires_grad):
+    """float64 for float64 x, float32 for float32, float16 and bfloat16 x."""
+    expected = torch.float64 if dtype == torch.float64 else torch.float32
+    x = torch.linspace(-2, 2, 12, dtype=dtype).reshape(4, 3).requires_grad_(requires_grad)
+    with _RecordRangeDtypes() as rec:
+        edgeqat.fake_quant(x, -1, 1.5)
+        edgeqat.fake_quant_per_channel(x, [-1.0, -0.5, 0.0], (1, 2.0, 3.0), axis=1)
+    assert rec.seen == [(expected, expected)] * 2
+    # A tensor range is passed through as it is.
+    with _RecordRangeDtypes() as rec:
+        edgeqat.fake_quant(x, torch.tensor(-1.0, dtype=torch.float16), 2.0)
+    assert rec.seen == [(torch.float16, expected)]
+
+
+# --------------------------------------------------------------------------------------------
+# The range is checked as the kernels use it: rounded to the compute dtype
+
+
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "requires_grad"])
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    ("lo", "hi", "range_dtype", "message"),
+    [
+        (
+            -3e38,
+            3e38,
+            torch.float32,
+            "the range [-3.00000001e+38, 3.00000001e+38] is too wide: max - min overflows Float",
+        ),
+        (
+            -2e38,
+            2e38,
+            torch.float64,
+            "the range [-1.99999994e+38, 1.99999994e+38] is too wide: max - min overflows Float",
+        ),
+        (-1e39, 1.0, torch.float64, "min must be finite in Float, got -inf"),
+        (0.0, 3.5e38, torch.float64, "max must be finite in Float, got inf"),
+    ],
 )
-@pytest.mark.parametrize(("lo_dtype", "n"), [(torch.float16, 70_000), (torch.bfloat16, 1001)])
-def test_max_gradient_keeps_its_own_precision(lo_dtype, n):
-    x = torch.full((n,), 5.0)
-    lo = torch.tensor(-1.0, dtype=lo_dtype, requires_grad=True)
-    hi = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
-    edgeqat.fake_quant(x, lo, hi).sum().backward()
-    assert hi.grad.item() == n
+def test_range_overflowing_float32_is_rejected(
+    lo, hi, range_dtype, message, x_dtype, requires_grad
+):
+    """Ranges valid in float64 but not in the float32 the kernels nudge in are an error
+    (they used to give NaN outputs), per tensor and per channel."""
+    x = torch.tensor([-1.0, 0.0, 1.0], dtype=x_dtype).requires_grad_(requires_grad)
+    lo_t, hi_t = torch.tensor(lo, dtype=range_dtype), torch.tensor(hi, dtype=range_dtype)
+    with pytest.raises(RuntimeError, match=f"^{PER_TENSOR}: {re.escape(message)}$"):
+        edgeqat.fake_quant(x, lo_t, hi_t)
+    x2 = torch.stack([x, x]).detach().requires_grad_(requires_grad)
+    pc_lo = torch.stack([torch.tensor(-1.0, dtype=range_dtype), lo_t])
+    pc_hi = torch.stack([torch.tensor(1.0, dtype=range_dtype), hi_t])
+    if message.startswith("the range"):
+        pc_message = message.replace(" is too wide", "[1] is too wide")
+    else:
+        pc_message = message[:3] + "[1]" + message[3:]  # min[1] / max[1]
+    with pytest.raises(RuntimeError, match=f"^{PER_CHANNEL}: {re.escape(pc_message)}$"):
+        edgeqat.fake_quant_per_channel(x2, pc_lo, pc_hi, axis=0)
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"), [(-3e38, 3e38), (-1e39, 1.0), (-8e307, 8e307), (-2e38, 2e38)]
+)
+def test_float64_input_takes_ranges_beyond_float32(lo, hi):
+    """float64 x computes in float64: the same ranges are valid, the outputs finite."""
+    x = torch.tensor([-1e40, -1.0, 0.0, 1e30, 1e38, 1e300], dtype=F64)
+    y = check_against_reference(x, _f64(lo), _f64(hi))[0]
+    assert torch.isfinite(y).all(), y.tolist()
+    assert y[2].item() == 0.0
+    x2 = torch.stack([x, -x], dim=1)
+    y2 = check_against_reference(x2, _f64(-1.0, lo), _f64(1.0, hi), axis=1)[0]
+    assert torch.isfinite(y2).all(), y2.tolist()
+
+
+def test_range_is_compared_after_rounding_to_the_compute_dtype():
+    # 1 + 2**-52 > 1 in float64, but both are 1.0 in float32: a valid (degenerate) range there.
+    lo, hi = _f64(1 + 2**-52), _f64(1.0)
+    x = torch.tensor([-2.0, 0.5, 3.0])
+    assert edgeqat.fake_quant(x, lo, hi).tolist() == [0.0, 0.0, 0.0]
+    assert edgeqat.fake_quant(x.half(), lo, hi).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(RuntimeError, match=re.escape("min = 1.0000000000000002 is greater")):
+        edgeqat.fake_quant(x.double(), lo, hi)
+    # The same with Python numbers, which are float32 for float32 x.
+    assert edgeqat.fake_quant(x, 0.1, 0.1 - 1e-9).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(RuntimeError, match="is greater than max"):
+        edgeqat.fake_quant(x.double(), 0.1, 0.1 - 1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_error_message_values_round_trip(dtype):
+    """min and max one ulp apart print differently, and the printed text reads back as the
+    exact value of the compute dtype."""
+    np_dtype = np.float64 if dtype == F64 else np.float32
+    rng = np.random.default_rng(13)
+    magnitudes = 10.0 ** rng.uniform(-30, 30, size=40)
+    values = (magnitudes * rng.choice([-1, 1], size=40)).astype(np_dtype)
+    for v in values:
+        above = np.nextafter(v, np_dtype(np.inf))
+        x = torch.zeros(2, dtype=dtype)
+        with pytest.raises(RuntimeError) as info:
+            edgeqat.fake_quant(x, torch.tensor(above, dtype=dtype), torch.tensor(v, dtype=dtype))
+        match = re.search(r"min = (\S+) is greater than max = (\S+)$", str(info.value))
+        assert match, str(info.value)
+        printed_min, printed_max = match.groups()
+        assert printed_min != printed_max, str(info.value)
+        assert np_dtype(float(printed_min)) == above, (printed_min, above)
+        assert np_dtype(float(printed_max)) == v, (printed_max, v)
+
+
+# --------------------------------------------------------------------------------------------
+# Each range gradient in its own range value's dtype
+
+
+@pytest.mark.parametrize(
+    ("lo_dtype", "hi_dtype"),
+    [
+        (torch.float16, torch.float64),
+        (torch.bfloat16, torch.float64),
+        (torch.float64, torch.float16),
+        (torch.float64, torch.bfloat16),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float16),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("axis", [None, 0])
+def test_range_gradients_keep_their_own_precision(lo_dtype, hi_dtype, axis):
+    """grad_min is rounded once to min's dtype, grad_max once to max's: a float16 or bfloat16
+    min must not round or overflow the gradient of a float64 max (nor the other way round)."""
+    n_below, n_above = 1001, 70_001  # 1001 rounds to 1000 in bfloat16, 70001 overflows float16
+    x = torch.cat([torch.full((n_below,), -5.0), torch.full((n_above,), 5.0)])
+    if axis is not None:
+        x = torch.stack([x, -x])  # channel 1: 70001 below, 1001 above
+    shape = () if axis is None else (2,)
+    lo = torch.full(shape, -1.0, dtype=lo_dtype, requires_grad=True)
+    hi = torch.full(shape, 1.0, dtype=hi_dtype, requires_grad=True)
+    quantize(x, lo, hi, axis).sum().backward()
+
+    def rounded(n, dtype):
+        return torch.tensor(float(n), dtype=F64).to(dtype)
+
+    expected_lo = torch.stack([rounded(n_below, lo_dtype), rounded(n_above, lo_dtype)])
+    expected_hi = torch.stack([rounded(n_above, hi_dtype), rounded(n_below, hi_dtype)])
+    if axis is None:
+        expected_lo, expected_hi = expected_lo[0], expected_hi[0]
+    assert_bitwise_equal(lo.grad, expected_lo)
+    assert_bitwise_equal(hi.grad, expected_hi)
+    # Every float64 gradient is exact.
+    for g in (lo.grad, hi.grad):
+        if g.dtype == F64:
+            assert set(g.reshape(-1).tolist()) <= {float(n_below), float(n_above)}
