@@ -42,9 +42,12 @@ class CMakeBuild(build_ext):
         build_dir.mkdir(parents=True, exist_ok=True)
         configure = [
             "cmake",
-            "-S", str(ROOT),
-            "-B", str(build_dir),
-            "-G", "Ninja",
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build_dir),
+            "-G",
+            "Ninja",
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DCMAKE_INSTALL_PREFIX={package_dir}",
             "-DCMAKE_INSTALL_LIBDIR=lib",
