@@ -39,9 +39,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import edgeqat
 import torch
 from torch.utils import benchmark
+
+import edgeqat
 
 NUM_BITS = 8
 QUANT_MIN, QUANT_MAX = 0, 2**NUM_BITS - 1  # narrow_range=False for every implementation
