@@ -682,6 +682,27 @@ TEST_CASE("forward: ties at grid midpoints round up (exact scale 1/16)", "[forwa
   CHECK(y[9] == -0.0625f);
 }
 
+TEST_CASE("forward: a zero point exactly at .5 rounds up (away from zero)", "[forward]") {
+  // min = -7.90625, max = 8.03125: scale = 1/16 exactly and zp_from_min =
+  // 126.5 exactly, in float32 and in float64. std::round gives 127, so the
+  // nudged range is [-7.9375, 8]; ties-to-even would give 126, [-7.875, 8.0625].
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    INFO("dtype " << dtype);
+    const Tensor x = torch::tensor({-100.0, 100.0, 0.0, -7.90625}, dtype);
+    const Tensor y = edgeqat::fake_quant_with_min_max_vars(
+        x, torch::tensor(-7.90625, dtype), torch::tensor(8.03125, dtype));
+    const auto v = values(y);
+    CHECK(v[0] == -7.9375f);
+    CHECK(v[1] == 8.f);
+    CHECK(v[2] == 0.f);
+    CHECK(v[3] == -7.875f);  // 0.03125 above the nudged min: a tie, rounds up
+    // The composite kernel nudges the same way.
+    const auto [yc, mc] = edgeqat::ops::composite::fake_quant_cachemask(
+        x, torch::tensor(-7.90625, dtype), torch::tensor(8.03125, dtype), std::nullopt, 8, false);
+    CHECK(bitwise_mismatch(yc, y) == "");
+  }
+}
+
 TEST_CASE("forward: 2 bits, min=-1, max=2: grid {-1, 0, 1, 2}", "[forward]") {
   const auto y = values(fq({-3.f, -1.5f, -1.f, -0.5f, -0.49f, 0.49f, 0.5f, 1.5f, 2.f, 2.6f},
                            -1.f, 2.f, 2));
