@@ -33,7 +33,10 @@ RangeTensors nudge_tensors(const char* op, const at::Tensor& x, const at::Tensor
   }
   const double qmin = static_cast<double>(detail::quant_min(narrow_range));
   const double qmax = static_cast<double>(detail::quant_max(num_bits));
-  const at::Tensor scale = (mx - mn) / (qmax - qmin);
+  // Divide by a device tensor, not a host number: CUDA turns division by a
+  // host scalar into multiplication by its reciprocal, which differs from
+  // TensorFlow's division in the last bit for most widths.
+  const at::Tensor scale = (mx - mn) / at::full({}, qmax - qmin, mx.options());
   const at::Tensor degenerate = scale.le(0);
   const at::Tensor safe_scale = at::where(degenerate, at::ones_like(scale), scale);
   const at::Tensor zp_from_min = qmin - mn / safe_scale;
