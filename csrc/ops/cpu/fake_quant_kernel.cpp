@@ -22,8 +22,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "../fake_quant.h"
 #include "fake_quant_span.h"
@@ -40,6 +45,28 @@ constexpr int64_t kMaxPositions = 4096;    // longest row handled as "positions"
 constexpr int64_t kMinRun = 64;            // shorter runs use "positions"
 constexpr int64_t kMaxPositionChunks = 64; // partial-sum rows in "positions" backward
 constexpr int64_t kConvertBlock = 512;     // half/bfloat16 staging buffer, elements
+
+// Fresh outputs of many MB are page-faulted in on first write, 4 KiB at a
+// time: at 16M elements that costs more than the kernel itself. Where the
+// kernel only backs advised regions with huge pages (THP "madvise" mode, the
+// common default), ask for them on the 2 MiB-aligned interior of the buffer,
+// as torch's allocator does under THP_MEM_ALLOC_ENABLE=1. Advisory only:
+// values are unaffected and failure is ignored.
+void prefer_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const size_t nbytes = t.numel() * t.element_size();
+  if (nbytes < 2 * kHugePage) {
+    return;
+  }
+  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t last = (begin + nbytes) & ~(kHugePage - 1);
+  if (last > first) {
+    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  }
+#endif
+}
 
 struct Layout {
   int64_t outer;
@@ -272,6 +299,10 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x_in, const at:
   const at::Tensor x = dense(x_in);
   at::Tensor y = at::empty_like(x);
   at::Tensor mask = with_mask ? at::empty_like(x, x.options().dtype(at::kByte)) : at::Tensor();
+  prefer_huge_pages(y);
+  if (with_mask) {
+    prefer_huge_pages(mask);
+  }
   const Layout layout = memory_layout(x, axis);
   uint8_t* mask_ptr = with_mask ? mask.mutable_data_ptr<uint8_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "edgeqat::fake_quant", [&] {
@@ -312,6 +343,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_backward_cpu(
     grad.copy_(grad_in);
   }
   at::Tensor dx = at::empty_strided(mask.sizes(), mask.strides(), grad.options());
+  prefer_huge_pages(dx);
   const Layout layout = memory_layout(mask, axis);
   std::vector<double> below, above;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
