@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 
 namespace edgeqat {
 
@@ -29,5 +30,15 @@ at::Tensor fake_quant_with_min_max_vars_per_channel(const at::Tensor& x, const a
                                                     const at::Tensor& max, int64_t axis,
                                                     int64_t num_bits = 8,
                                                     bool narrow_range = false);
+
+// Observer state update, in place: the range of x (per tensor, or per slice
+// along `axis`) folded into [running_min, running_max]. State with
+// running_min > running_max (start at +inf / -inf) takes the first batch's
+// range; then `accumulate` keeps the all-time min/max, otherwise an
+// exponential moving average new = old + averaging_constant * (batch - old)
+// (1.0: last batch only). Empty x: no change. NaN/inf in x: error.
+void observe_min_max_(at::Tensor& running_min, at::Tensor& running_max, const at::Tensor& x,
+                      std::optional<int64_t> axis = std::nullopt,
+                      double averaging_constant = 1.0, bool accumulate = false);
 
 }  // namespace edgeqat
