@@ -12,11 +12,22 @@ import os
 import torch  # noqa: F401  (loads libtorch before edgeqat's native library)
 
 from . import _C  # registers the ops in torch.ops.edgeqat
+from .config import QConfig, QuantSpec
 from .ops import fake_quant, fake_quant_per_channel
+from .quantizer import FakeQuantizer, Mode
 
 __version__: str = _C.__version__
 
 #: Prefix for CMake's find_package(edgeqat CONFIG): pass it in CMAKE_PREFIX_PATH.
 cmake_prefix_path: str = os.path.dirname(os.path.abspath(__file__))
 
-__all__ = ["__version__", "cmake_prefix_path", "fake_quant", "fake_quant_per_channel"]
+__all__ = [
+    "FakeQuantizer",
+    "Mode",
+    "QConfig",
+    "QuantSpec",
+    "__version__",
+    "cmake_prefix_path",
+    "fake_quant",
+    "fake_quant_per_channel",
+]

@@ -1,0 +1,183 @@
+"""The fake quantizer: a range source, a grid and a mode, over the C++ ops.
+
+State lives in buffers and parameters only (``observed_min``,
+``observed_max``, ``learned_min``, ``learned_max``, ``mode_code``), so
+``state_dict`` / ``load_state_dict`` restore a QAT run mid-training exactly.
+The arithmetic is ``torch.ops.edgeqat.observe_min_max_`` and
+``torch.ops.edgeqat.fake_quant_with_min_max_vars[_per_channel]``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+from torch import nn
+
+from .config import QuantSpec
+
+__all__ = ["FakeQuantizer", "Mode"]
+
+
+class Mode(enum.IntEnum):
+    """What a :class:`FakeQuantizer` does in ``forward``.
+
+    - ``OBSERVE``: in training mode, fold the batch into the observed range,
+      then fake-quantize with it; in eval mode, only fake-quantize.
+    - ``FROZEN``: fake-quantize with the observed range, never update it.
+    - ``LEARN``: fake-quantize with ``learned_min`` / ``learned_max``,
+      parameters trained by gradient (initialised from the observed range).
+    - ``OFF``: identity.
+    """
+
+    OBSERVE = 0
+    FROZEN = 1
+    LEARN = 2
+    OFF = 3
+
+
+class FakeQuantizer(nn.Module):
+    """Fake-quantizes a tensor with TensorFlow's FakeQuantWithMinMaxVars.
+
+    Args:
+        spec: grid and range source (:class:`~edgeqat.QuantSpec`).
+        channels: number of channels along ``spec.axis``; required when
+            ``spec.per_channel``.
+        mode: initial :class:`Mode`.
+
+    Shapes: ``observed_*`` and ``learned_*`` are ``[]`` per tensor and
+    ``[channels]`` per channel. The quantization range always contains 0
+    (the int8 spec needs an exact zero) and is ``[-b, b]`` when symmetric.
+
+    Example:
+        >>> q = FakeQuantizer(QuantSpec())          # EMA activation quantizer
+        >>> y = q(torch.randn(8, 16))               # observes, then quantizes
+        >>> q.learn()                               # ranges become parameters
+    """
+
+    def __init__(
+        self, spec: QuantSpec, channels: int | None = None, mode: Mode = Mode.OBSERVE
+    ) -> None:
+        super().__init__()
+        if not isinstance(spec, QuantSpec):
+            raise TypeError(f"spec must be a QuantSpec, got {type(spec).__name__}")
+        if spec.per_channel and (channels is None or channels <= 0):
+            raise ValueError(
+                f"channels must be a positive int for a per-channel spec, got {channels!r}"
+            )
+        self.spec = spec
+        shape = (channels,) if spec.per_channel else ()
+        # min > max marks "nothing observed yet"; observe_min_max_ then takes
+        # the first batch's range as it is.
+        self.register_buffer("observed_min", torch.full(shape, float("inf")))
+        self.register_buffer("observed_max", torch.full(shape, float("-inf")))
+        self.learned_min = nn.Parameter(torch.zeros(shape))
+        self.learned_max = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("mode_code", torch.tensor(int(Mode(mode)), dtype=torch.uint8))
+
+    # -- mode ---------------------------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        return Mode(int(self.mode_code))
+
+    def set_mode(self, mode: Mode) -> FakeQuantizer:
+        mode = Mode(mode)
+        if mode is Mode.LEARN and self.mode is not Mode.LEARN:
+            self._init_learned_from_observed()
+        self.mode_code.fill_(int(mode))
+        return self
+
+    def observe(self) -> FakeQuantizer:
+        return self.set_mode(Mode.OBSERVE)
+
+    def freeze(self) -> FakeQuantizer:
+        return self.set_mode(Mode.FROZEN)
+
+    def learn(self) -> FakeQuantizer:
+        """Make the ranges parameters, starting from the observed range."""
+        return self.set_mode(Mode.LEARN)
+
+    def disable(self) -> FakeQuantizer:
+        return self.set_mode(Mode.OFF)
+
+    @property
+    def has_range(self) -> bool:
+        """Whether every channel has observed data."""
+        return bool((self.observed_min <= self.observed_max).all())
+
+    # -- ranges ---------------------------------------------------------------
+
+    def observed_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The quantization range made from the observed one: widened to
+        contain 0, symmetric if the spec says so. Detached."""
+        if not self.has_range:
+            raise RuntimeError(
+                f"{self._describe()} has no observed range yet: run data through it in "
+                "OBSERVE mode (model.train()) or calibrate before freezing or evaluating"
+            )
+        lo = self.observed_min.detach().clamp(max=0.0)
+        hi = self.observed_max.detach().clamp(min=0.0)
+        if self.spec.symmetric:
+            bound = torch.maximum(-lo, hi)
+            return -bound, bound
+        return lo, hi
+
+    def learned_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned range as used in ``forward`` (differentiable)."""
+        if self.spec.symmetric:
+            bound = self.learned_max.abs()
+            return -bound, bound
+        # If gradient steps cross the ends, the range degenerates to one point
+        # (output 0) rather than becoming invalid; gradients still flow.
+        return self.learned_min, torch.maximum(self.learned_max, self.learned_min)
+
+    def quant_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The range the quantizer uses now (for export and inspection)."""
+        if self.mode is Mode.LEARN:
+            lo, hi = self.learned_range()
+            return lo.detach(), hi.detach()
+        return self.observed_range()
+
+    def _init_learned_from_observed(self) -> None:
+        lo, hi = self.observed_range()
+        with torch.no_grad():
+            self.learned_min.copy_(lo)
+            self.learned_max.copy_(hi)
+
+    # -- forward ----------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mode = self.mode
+        if mode is Mode.OFF:
+            return x
+        if mode is Mode.OBSERVE and self.training:
+            torch.ops.edgeqat.observe_min_max_(
+                self.observed_min,
+                self.observed_max,
+                x.detach(),
+                self.spec.axis if self.spec.per_channel else None,
+                self.spec.averaging_constant,
+                self.spec.range_source == "running",
+            )
+        lo, hi = self.learned_range() if mode is Mode.LEARN else self.observed_range()
+        lo, hi = lo.to(x.device), hi.to(x.device)
+        if self.spec.per_channel:
+            return torch.ops.edgeqat.fake_quant_with_min_max_vars_per_channel(
+                x, lo, hi, self.spec.axis, self.spec.num_bits, self.spec.narrow_range
+            )
+        return torch.ops.edgeqat.fake_quant_with_min_max_vars(
+            x, lo, hi, self.spec.num_bits, self.spec.narrow_range
+        )
+
+    def _describe(self) -> str:
+        kind = f"per-channel (axis {self.spec.axis})" if self.spec.per_channel else "per-tensor"
+        return f"FakeQuantizer({kind}, {self.spec.num_bits} bits)"
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return (
+            f"mode={self.mode.name}, num_bits={s.num_bits}, narrow_range={s.narrow_range}, "
+            f"symmetric={s.symmetric}, per_channel={s.per_channel}, axis={s.axis}, "
+            f"range_source={s.range_source!r}"
+        )
