@@ -13,6 +13,8 @@ import torch  # noqa: F401  (loads libtorch before edgeqat's native library)
 
 from . import _C  # registers the ops in torch.ops.edgeqat
 from .config import QConfig, QuantSpec
+from .controls import freeze_bn, freeze_observers, learn_ranges, observe
+from .nn import ActQuant, ConvBn2d, QuantAdd, QuantConv2d, QuantLinear
 from .ops import fake_quant, fake_quant_per_channel
 from .quantizer import FakeQuantizer, Mode
 
@@ -22,12 +24,21 @@ __version__: str = _C.__version__
 cmake_prefix_path: str = os.path.dirname(os.path.abspath(__file__))
 
 __all__ = [
+    "ActQuant",
+    "ConvBn2d",
     "FakeQuantizer",
     "Mode",
     "QConfig",
+    "QuantAdd",
+    "QuantConv2d",
+    "QuantLinear",
     "QuantSpec",
     "__version__",
     "cmake_prefix_path",
     "fake_quant",
     "fake_quant_per_channel",
+    "freeze_bn",
+    "freeze_observers",
+    "learn_ranges",
+    "observe",
 ]

@@ -1,0 +1,36 @@
+"""Helpers shared by the quantized modules: the default config and the weight quantizer."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import QConfig, QuantSpec
+from ..quantizer import FakeQuantizer
+
+__all__ = ["make_weight_quantizer", "resolve_config"]
+
+
+def resolve_config(config: QConfig | None) -> QConfig:
+    """``config``, or the default :class:`~edgeqat.QConfig` when it is None."""
+    if config is None:
+        return QConfig()
+    if not isinstance(config, QConfig):
+        raise TypeError(f"config must be an edgeqat.QConfig or None, got {type(config).__name__}")
+    return config
+
+
+def make_weight_quantizer(
+    spec: QuantSpec, out_channels: int, device: torch.device | str | None = None
+) -> FakeQuantizer:
+    """The weight quantizer of a conv / linear layer with ``out_channels`` outputs.
+
+    A per-channel spec must use axis 0: the int8 model (TFLite spec) has one weight scale per
+    output channel, and PyTorch keeps output channels in dim 0 of conv and linear weights.
+    """
+    if spec.per_channel and spec.axis != 0:
+        raise ValueError(
+            "a per-channel weight QuantSpec must have axis=0 (output channels of conv / linear "
+            f"weights), got axis={spec.axis}"
+        )
+    quantizer = FakeQuantizer(spec, channels=out_channels if spec.per_channel else None)
+    return quantizer if device is None else quantizer.to(device)

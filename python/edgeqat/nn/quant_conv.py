@@ -1,0 +1,219 @@
+"""QuantConv2d: a 2-D convolution whose weight is fake-quantized per output channel."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+from ..config import QConfig
+from ._common import make_weight_quantizer, resolve_config
+
+__all__ = ["QuantConv2d"]
+
+
+class _Conv2dBase(nn.Module):
+    """Geometry, float weight / bias and weight quantizer shared by QuantConv2d and ConvBn2d."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups: int,
+        bias: bool,
+        padding_mode: str,
+        config: QConfig | None,
+        device,
+        dtype,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if padding_mode != "zeros":
+            # The int8 conv pads with the input's zero point, i.e. real 0; other modes would
+            # need an explicit pad op in the int8 graph.
+            raise ValueError(
+                f"{name} supports padding_mode='zeros' only, got padding_mode={padding_mode!r}; "
+                "pad explicitly (F.pad) before the conv instead"
+            )
+        if groups <= 0 or in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{name}: groups={groups} must be positive and divide in_channels={in_channels} "
+                f"and out_channels={out_channels}"
+            )
+        self.config = resolve_config(config)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.dilation = _pair(dilation)
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(
+                    f"{name}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}"
+                )
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"{name}: padding='same' needs stride 1, got {self.stride}")
+            self.padding = padding
+        else:
+            self.padding = _pair(padding)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory)
+        )
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.weight_quant = make_weight_quantizer(self.config.weight, out_channels, device)
+        self._reset_conv_parameters()
+
+    def _reset_conv_parameters(self) -> None:
+        """torch.nn.Conv2d's initialisation."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @staticmethod
+    def _geometry_of(conv: nn.Conv2d) -> dict:
+        return {
+            "in_channels": conv.in_channels,
+            "out_channels": conv.out_channels,
+            "kernel_size": conv.kernel_size,
+            "stride": conv.stride,
+            "padding": conv.padding,
+            "dilation": conv.dilation,
+            "groups": conv.groups,
+            "padding_mode": conv.padding_mode,
+        }
+
+    def _conv(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _float_conv(self, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
+        """A torch.nn.Conv2d of this geometry holding copies of ``weight`` and ``bias``."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=bias is not None,
+            padding_mode="zeros",
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if bias is not None:
+                conv.bias.copy_(bias)
+        return conv.train(self.training)
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + f", bias={self.bias is not None}"
+
+
+class QuantConv2d(_Conv2dBase):
+    """``F.conv2d(x, weight_quant(weight), bias, stride, padding, dilation, groups)``.
+
+    Any stride, padding (numbers, ``"valid"``, ``"same"``), dilation and groups (depthwise:
+    ``groups = in_channels``); ``padding_mode="zeros"`` only, since the int8 conv pads with
+    real 0. The weight is fake-quantized by ``weight_quant`` (``config.weight``; by default 8
+    bits, symmetric, narrow range ``[-127, 127]``, one range per output channel, the range of
+    the current weight). The bias stays float (int32 in the int8 model, scale
+    ``input_scale * weight_scale[c]``). Activations are quantized by separate
+    :class:`~edgeqat.ActQuant` modules.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, device, dtype: as :class:`torch.nn.Conv2d` (``stride=1``,
+            ``padding=0``, ``dilation=1``, ``groups=1``, ``bias=True``).
+        config: the :class:`~edgeqat.QConfig` (default ``QConfig()``).
+
+    Shapes: input ``[N, in_channels, H, W]`` (or unbatched ``[in_channels, H, W]``), output
+    ``[N, out_channels, H_out, W_out]``; ``weight``
+    ``[out_channels, in_channels // groups, kH, kW]``, ``bias`` ``[out_channels]``.
+
+    Example:
+        >>> dw = edgeqat.QuantConv2d(32, 32, 3, stride=2, padding=1, groups=32)  # depthwise
+        >>> y = dw(torch.randn(2, 32, 16, 16))  # [2, 32, 8, 8]
+        >>> plain = dw.to_float()               # torch.nn.Conv2d, same float weights
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        config: QConfig | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            config,
+            device,
+            dtype,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv(x, self.weight_quant(self.weight), self.bias)
+
+    @classmethod
+    def from_float(cls, module: nn.Conv2d, config: QConfig | None = None) -> QuantConv2d:
+        """A QuantConv2d with ``module``'s geometry and a copy of its weight and bias (same
+        device, dtype and train / eval mode); ``config`` defaults to ``QConfig()``."""
+        if not isinstance(module, nn.Conv2d):
+            raise TypeError(f"module must be a torch.nn.Conv2d, got {type(module).__name__}")
+        qmod = cls(
+            **cls._geometry_of(module),
+            bias=module.bias is not None,
+            config=config,
+            device=module.weight.device,
+            dtype=module.weight.dtype,
+        )
+        with torch.no_grad():
+            qmod.weight.copy_(module.weight)
+            if module.bias is not None:
+                qmod.bias.copy_(module.bias)
+        return qmod.train(module.training)
+
+    def to_float(self) -> nn.Conv2d:
+        """A torch.nn.Conv2d with a copy of the float (not quantized) weight and bias."""
+        return self._float_conv(self.weight.detach(), self.bias)

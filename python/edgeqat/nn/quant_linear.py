@@ -1,0 +1,112 @@
+"""QuantLinear: a linear layer whose weight is fake-quantized per output channel."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import QConfig
+from ._common import make_weight_quantizer, resolve_config
+
+__all__ = ["QuantLinear"]
+
+
+class QuantLinear(nn.Module):
+    """``F.linear(x, weight_quant(weight), bias)``.
+
+    The float weight and bias are the trained parameters. The weight is fake-quantized by
+    ``weight_quant`` (``config.weight``; by default 8 bits, symmetric, narrow range
+    ``[-127, 127]``, one range per output channel, the range of the current weight). The bias
+    stays float: the int8 model stores it as int32 with scale ``input_scale * weight_scale[c]``,
+    finer than any activation error, so QAT does not simulate its rounding. The input and
+    output activations are quantized by separate :class:`~edgeqat.ActQuant` modules.
+
+    Args:
+        in_features, out_features, bias, device, dtype: as :class:`torch.nn.Linear`
+            (``bias=True``).
+        config: the :class:`~edgeqat.QConfig` (default ``QConfig()``).
+
+    Shapes: input ``[*, in_features]``, output ``[*, out_features]``; ``weight``
+    ``[out_features, in_features]``, ``bias`` ``[out_features]``.
+
+    Example:
+        >>> fc = edgeqat.QuantLinear.from_float(torch.nn.Linear(16, 4))
+        >>> y = fc(torch.randn(8, 16))          # [8, 4]; training mode observes the weight
+        >>> plain = fc.to_float()               # torch.nn.Linear with the same float weights
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        config: QConfig | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = resolve_config(config)
+        self.in_features = in_features
+        self.out_features = out_features
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.weight_quant = make_weight_quantizer(self.config.weight, out_features, device)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn.Linear's initialisation."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight_quant(self.weight), self.bias)
+
+    @classmethod
+    def from_float(cls, module: nn.Linear, config: QConfig | None = None) -> QuantLinear:
+        """A QuantLinear with a copy of ``module``'s weight and bias (same device, dtype and
+        train / eval mode); ``config`` defaults to ``QConfig()``."""
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"module must be a torch.nn.Linear, got {type(module).__name__}")
+        qmod = cls(
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            config=config,
+            device=module.weight.device,
+            dtype=module.weight.dtype,
+        )
+        with torch.no_grad():
+            qmod.weight.copy_(module.weight)
+            if module.bias is not None:
+                qmod.bias.copy_(module.bias)
+        return qmod.train(module.training)
+
+    def to_float(self) -> nn.Linear:
+        """A torch.nn.Linear with a copy of the float (not quantized) weight and bias."""
+        module = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        with torch.no_grad():
+            module.weight.copy_(self.weight)
+            if self.bias is not None:
+                module.bias.copy_(self.bias)
+        return module.train(self.training)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )

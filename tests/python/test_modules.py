@@ -1,0 +1,680 @@
+"""The quantized modules (edgeqat.nn) and the model-level controls against slow, obvious
+references written here from torch.ops.edgeqat.* and plain torch (F.conv2d, F.linear,
+torch.nn.BatchNorm2d).
+
+Forward outputs and gradients are compared bit for bit (torch.equal): each reference runs the
+same float operations in the same order as the numerics spec (int8-numerics.md sections 1 and
+6), so any difference is a defect, not rounding. The float-model comparisons (folded float
+graph against conv + BN, QAT against float) state their tolerances.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import edgeqat
+from edgeqat import (
+    ActQuant,
+    ConvBn2d,
+    Mode,
+    QConfig,
+    QuantAdd,
+    QuantConv2d,
+    QuantLinear,
+)
+
+ops = torch.ops.edgeqat
+
+
+# --------------------------------------------------------------------------------------------
+# References
+
+
+def fq_weight(w: torch.Tensor) -> torch.Tensor:
+    """The default weight quantization: 8 bits, narrow range, symmetric bound max|w| per output
+    channel (axis 0), the range of this very weight ("last" range source)."""
+    bound = w.detach().abs().amax(dim=tuple(range(1, w.dim())))
+    return ops.fake_quant_with_min_max_vars_per_channel(w, -bound, bound, 0, 8, True)
+
+
+def fq_act(x: torch.Tensor) -> torch.Tensor:
+    """The default activation quantization of a first batch: 8 bits, asymmetric, the batch
+    range widened to contain 0."""
+    lo = x.detach().amin().clamp(max=0.0)
+    hi = x.detach().amax().clamp(min=0.0)
+    return ops.fake_quant_with_min_max_vars(x, lo, hi, 8, False)
+
+
+def fold(weight, bias, gamma, beta, mean, var, eps):
+    """Inference BN fold: f = gamma / sqrt(var + eps), W' = W f, b' = (b - mean) f + beta."""
+    f = gamma / torch.sqrt(var + eps)
+    b = bias if bias is not None else torch.zeros_like(mean)
+    return f, weight * f.reshape(-1, 1, 1, 1), (b - mean) * f + beta
+
+
+def activate(y, activation):
+    if activation == "relu":
+        return torch.clamp(y, min=0.0)
+    if activation == "relu6":
+        return torch.clamp(y, 0.0, 6.0)
+    return y
+
+
+def forget_weight_range(module: nn.Module) -> None:
+    """Mark the weight quantizer as not observed, so its next batch sets the range directly.
+
+    The "last" range source should make every batch set the range exactly; the op computes
+    old + (batch - old) * 1.0 instead, which can be 1 ulp off (test_last_range_is_exact,
+    xfail). Multi-step references use this so they test the modules, not that defect."""
+    module.weight_quant.observed_min.fill_(float("inf"))
+    module.weight_quant.observed_max.fill_(float("-inf"))
+
+
+def leaf(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().clone().requires_grad_(True)
+
+
+def random_bn(channels: int, seed: int, momentum: float | None = 0.1) -> nn.BatchNorm2d:
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(channels, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.copy_(torch.randn(channels, generator=g))  # negative gammas included
+        bn.bias.copy_(torch.randn(channels, generator=g))
+        bn.running_mean.copy_(torch.randn(channels, generator=g) * 0.5)
+        bn.running_var.copy_(torch.rand(channels, generator=g) + 0.5)
+        bn.num_batches_tracked.fill_(7)
+    return bn
+
+
+# --------------------------------------------------------------------------------------------
+# QuantLinear / QuantConv2d
+
+CONV_CASES = {
+    "3x3": dict(in_channels=4, out_channels=6, kernel_size=3, padding=1),
+    "stride2": dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1),
+    "dilation2": dict(in_channels=4, out_channels=6, kernel_size=3, padding=2, dilation=2),
+    "depthwise": dict(in_channels=6, out_channels=6, kernel_size=3, padding=1, groups=6),
+    "depthwise_stride2": dict(
+        in_channels=6, out_channels=12, kernel_size=3, stride=2, padding=1, groups=6
+    ),
+    "grouped_rect_same": dict(
+        in_channels=4, out_channels=6, kernel_size=(3, 1), padding="same", groups=2
+    ),
+    "1x1_nobias": dict(in_channels=4, out_channels=6, kernel_size=1, bias=False),
+}
+
+
+def conv_args(m):
+    return dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_quant_linear_matches_reference(bias):
+    torch.manual_seed(0)
+    fc = QuantLinear.from_float(nn.Linear(12, 5, bias=bias))
+    x = torch.randn(3, 2, 12)
+    grad = torch.randn(3, 2, 5)
+    for _ in range(2):
+        w, b, xr = leaf(fc.weight), leaf(fc.bias), leaf(x)
+        expected = F.linear(xr, fq_weight(w), b)
+        expected.backward(grad)
+        xq = leaf(x)
+        fc.zero_grad()
+        y = fc(xq)
+        y.backward(grad)
+        assert torch.equal(y, expected)
+        assert torch.equal(fc.weight.grad, w.grad)
+        assert torch.equal(xq.grad, xr.grad)
+        if bias:
+            assert torch.equal(fc.bias.grad, b.grad)
+        with torch.no_grad():  # a new weight: the range follows it
+            fc.weight.mul_(1.5)
+        forget_weight_range(fc)
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_quant_conv2d_matches_reference(case):
+    torch.manual_seed(1)
+    conv = QuantConv2d(**CONV_CASES[case])
+    x = torch.randn(2, conv.in_channels, 9, 8)
+    w, b, xr = leaf(conv.weight), leaf(conv.bias), leaf(x)
+    expected = F.conv2d(xr, fq_weight(w), b, **conv_args(conv))
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    xq = leaf(x)
+    y = conv(xq)
+    y.backward(grad)
+    assert torch.equal(y, expected)
+    assert torch.equal(conv.weight.grad, w.grad)
+    assert torch.equal(xq.grad, xr.grad)
+    if b is not None:
+        assert torch.equal(conv.bias.grad, b.grad)
+    # Eval mode quantizes with the observed range, the same one here.
+    conv.eval()
+    assert torch.equal(conv(x), expected.detach())
+
+
+def test_learned_weight_ranges_get_gradients():
+    torch.manual_seed(2)
+    conv = QuantConv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 6, 6)
+    conv(x)  # observe
+    conv.weight_quant.learn()
+    with torch.no_grad():  # a narrower range clips the largest weights: d max != 0
+        conv.weight_quant.learned_max.mul_(0.6)
+    bound = leaf(conv.weight_quant.learned_max)
+    w = leaf(conv.weight)
+    b_ = bound.abs()
+    expected = F.conv2d(
+        x, ops.fake_quant_with_min_max_vars_per_channel(w, -b_, b_, 0, 8, True), conv.bias, 1, 1
+    )
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    y = conv(x)
+    y.backward(grad)
+    assert torch.equal(y, expected)
+    assert torch.equal(conv.weight_quant.learned_max.grad, bound.grad)
+    assert (bound.grad != 0).all()
+    assert torch.equal(conv.weight.grad, w.grad)
+    # Symmetric: the range is [-|learned_max|, |learned_max|]; learned_min takes no part.
+    assert conv.weight_quant.learned_min.grad is None
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_from_float_to_float_round_trip(case):
+    torch.manual_seed(3)
+    float_conv = nn.Conv2d(**CONV_CASES[case])
+    qconv = QuantConv2d.from_float(float_conv)
+    assert qconv.config == QConfig()
+    assert qconv.weight is not float_conv.weight
+    assert torch.equal(qconv.weight, float_conv.weight)
+    back = qconv.to_float()
+    assert type(back) is nn.Conv2d
+    for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding"):
+        assert getattr(back, name) == getattr(float_conv, name), name
+    assert (back.dilation, back.groups) == (float_conv.dilation, float_conv.groups)
+    assert torch.equal(back.weight, float_conv.weight)
+    assert (back.bias is None) == (float_conv.bias is None)
+    if back.bias is not None:
+        assert torch.equal(back.bias, float_conv.bias)
+    x = torch.randn(2, float_conv.in_channels, 7, 7)
+    assert torch.equal(back(x), float_conv(x))
+    # With the quantizer off, the module is the float conv.
+    qconv.weight_quant.disable()
+    assert torch.equal(qconv(x), float_conv(x))
+    with torch.no_grad():  # copies, not shared storage
+        qconv.weight.add_(1.0)
+    assert torch.equal(back.weight, float_conv.weight)
+
+
+def test_linear_from_float_to_float_round_trip():
+    torch.manual_seed(4)
+    fc = nn.Linear(7, 3).eval()
+    cfg = QConfig(weight=QConfig().weight.replace(num_bits=4))
+    q = QuantLinear.from_float(fc, cfg)
+    assert q.config is cfg and not q.training
+    back = q.to_float()
+    assert type(back) is nn.Linear and not back.training
+    assert torch.equal(back.weight, fc.weight) and torch.equal(back.bias, fc.bias)
+    assert back.weight.data_ptr() != q.weight.data_ptr()
+    assert QuantLinear.from_float(nn.Linear(7, 3, bias=False)).to_float().bias is None
+
+
+def test_per_tensor_weight_config():
+    torch.manual_seed(5)
+    cfg = QConfig(weight=QConfig().weight.replace(per_channel=False))
+    conv = QuantConv2d(3, 4, 3, config=cfg)
+    x = torch.randn(1, 3, 5, 5)
+    bound = conv.weight.detach().abs().amax()
+    wq = ops.fake_quant_with_min_max_vars(conv.weight, -bound, bound, 8, True)
+    assert torch.equal(conv(x), F.conv2d(x, wq, conv.bias))
+
+
+def test_conv_errors():
+    with pytest.raises(ValueError, match="padding_mode='zeros' only.*'reflect'"):
+        QuantConv2d(3, 4, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ValueError, match="padding_mode='zeros' only.*'circular'"):
+        QuantConv2d.from_float(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"))
+    with pytest.raises(ValueError, match="padding_mode='zeros' only"):
+        ConvBn2d.from_float(nn.Conv2d(3, 4, 3, padding_mode="replicate"), nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match="groups=2"):
+        QuantConv2d(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="'same' needs stride 1"):
+        QuantConv2d(3, 4, 3, stride=2, padding="same")
+    with pytest.raises(ValueError, match="axis=0.*axis=1"):
+        QuantLinear(3, 4, config=QConfig(weight=QConfig().weight.replace(axis=1)))
+    with pytest.raises(TypeError, match="torch.nn.Conv2d"):
+        QuantConv2d.from_float(nn.Linear(3, 4))
+    with pytest.raises(TypeError, match="QConfig"):
+        QuantLinear(3, 4, config=QConfig().weight)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="observe_min_max_ with averaging_constant 1.0 ('last') computes "
+    "old + (batch - old) * 1.0, which is not always the batch value (1 ulp off; and overflows "
+    "for opposite-signed ranges near float max): csrc/ops/composite/observe_kernel.cpp",
+)
+def test_last_range_is_exact():
+    g = torch.Generator().manual_seed(0)
+    fc = QuantLinear(64, 64)
+    for step in range(20):
+        w = torch.randn(64, 64, generator=g) * (step + 1)
+        with torch.no_grad():
+            fc.weight.copy_(w)
+        fc(torch.randn(1, 64))
+        assert torch.equal(fc.weight_quant.observed_max, w.amax(1)), step
+        assert torch.equal(fc.weight_quant.observed_min, w.amin(1)), step
+
+
+# --------------------------------------------------------------------------------------------
+# ConvBn2d
+
+CONVBN_CASES = {
+    "3x3": dict(in_channels=3, out_channels=5, kernel_size=3, padding=1, bias=False),
+    "3x3_bias": dict(in_channels=3, out_channels=5, kernel_size=3, padding=1, bias=True),
+    "depthwise_stride2": dict(
+        in_channels=5, out_channels=5, kernel_size=3, stride=2, padding=1, groups=5, bias=False
+    ),
+    "dilation2_bias": dict(
+        in_channels=3, out_channels=4, kernel_size=3, padding=2, dilation=2, bias=True
+    ),
+}
+
+
+def make_convbn(case, activation=None, seed=0, momentum=0.1):
+    torch.manual_seed(seed)
+    kwargs = dict(CONVBN_CASES[case])
+    conv = nn.Conv2d(**kwargs)
+    bn = random_bn(conv.out_channels, seed + 100, momentum)
+    return ConvBn2d.from_float(conv, bn, activation=activation), conv, bn
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+@pytest.mark.parametrize("case", list(CONVBN_CASES))
+def test_convbn_frozen_is_the_folded_conv(case, activation):
+    m, conv, bn = make_convbn(case, activation, seed=10)
+    m.freeze_bn()
+    x = torch.randn(4, conv.in_channels, 8, 8) * 2
+    w, b, gamma, beta = leaf(conv.weight), leaf(conv.bias), leaf(bn.weight), leaf(bn.bias)
+    _, w_fold, b_fold = fold(w, b, gamma, beta, bn.running_mean, bn.running_var, bn.eps)
+    expected = activate(F.conv2d(x, fq_weight(w_fold), b_fold, **conv_args(conv)), activation)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    y = m(x)  # training mode, BN frozen
+    y.backward(grad)
+    assert m.training and m.is_bn_frozen
+    assert torch.equal(y, expected)
+    # The running statistics no longer move.
+    assert torch.equal(m.bn.running_mean, bn.running_mean)
+    assert torch.equal(m.bn.running_var, bn.running_var)
+    assert int(m.bn.num_batches_tracked) == 7
+    # Gradients reach every parameter through the fold.
+    assert torch.equal(m.weight.grad, w.grad)
+    assert torch.equal(m.bn.weight.grad, gamma.grad)
+    assert torch.equal(m.bn.bias.grad, beta.grad)
+    if b is not None:
+        assert torch.equal(m.bias.grad, b.grad)
+    # The exporter's view is the same fold.
+    w_exp, b_exp = m.folded_weight_and_bias()
+    assert torch.equal(w_exp, w_fold.detach()) and torch.equal(b_exp, b_fold.detach())
+    assert not w_exp.requires_grad and not b_exp.requires_grad
+
+
+@pytest.mark.parametrize("case", ["3x3_bias", "depthwise_stride2"])
+def test_convbn_eval_is_the_folded_conv(case):
+    """Eval mode without freezing: the folded graph with the running statistics."""
+    m, conv, bn = make_convbn(case, "relu", seed=11)
+    x = torch.randn(3, conv.in_channels, 8, 8)
+    m(x)  # training step: observes the weight, updates the running statistics
+    forget_weight_range(m)
+    m(x)
+    m.eval()
+    with torch.no_grad():
+        _, w_fold, b_fold = fold(
+            m.weight, m.bias, m.bn.weight, m.bn.bias, m.bn.running_mean, m.bn.running_var, bn.eps
+        )
+    # The weight range was observed before BN's last update: quantize with it, as export does.
+    lo, hi = m.weight_quant.quant_range()
+    wq = ops.fake_quant_with_min_max_vars_per_channel(w_fold, lo, hi, 0, 8, True)
+    stats = (m.bn.running_mean.clone(), m.bn.running_var.clone())
+    y = m(x)
+    assert torch.equal(y, F.relu(F.conv2d(x, wq, b_fold, **conv_args(conv))))
+    assert torch.equal(m.bn.running_mean, stats[0]) and torch.equal(m.bn.running_var, stats[1])
+
+
+def simulate_training(x, conv, ref_bn, activation):
+    """The training-mode reference: conv with the fake-quantized folded weight, divided by the
+    fold factor, plus the conv bias, then the float BatchNorm2d with batch statistics (which
+    updates ref_bn's running statistics). gamma = 0 channels: the float conv output."""
+    w, b = conv.weight, conv.bias
+    f, w_fold, _ = fold(w, b, ref_bn.weight, ref_bn.bias, ref_bn.running_mean,
+                        ref_bn.running_var, ref_bn.eps)  # fmt: skip
+    conv_q = F.conv2d(x, fq_weight(w_fold), None, **conv_args(conv))
+    nonzero, zero = (f != 0).nonzero()[:, 0], (f == 0).nonzero()[:, 0]
+    y = torch.empty_like(conv_q)
+    y[:, nonzero] = conv_q[:, nonzero] / f[nonzero].reshape(-1, 1, 1)
+    if len(zero):
+        y[:, zero] = F.conv2d(x, w, None, **conv_args(conv))[:, zero]
+    if b is not None:
+        y = y + b.reshape(-1, 1, 1)
+    return activate(ref_bn(y), activation)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("activation", [None, "relu6"])
+@pytest.mark.parametrize("case", list(CONVBN_CASES))
+def test_convbn_training_matches_simulation(case, activation, momentum):
+    m, conv, bn = make_convbn(case, activation, seed=20, momentum=momentum)
+    ref_conv, ref_bn = leaf_module(conv), leaf_module(bn).train()
+    for step in range(3):
+        x = torch.randn(4, conv.in_channels, 8, 8) * (step + 1) + step
+        expected = simulate_training(x, ref_conv, ref_bn, activation)
+        grad = torch.randn_like(expected)
+        expected.backward(grad)
+        forget_weight_range(m)
+        y = m(x)
+        y.backward(grad)
+        assert torch.equal(y, expected), step
+        assert torch.equal(m.bn.running_mean, ref_bn.running_mean), step
+        assert torch.equal(m.bn.running_var, ref_bn.running_var), step
+        assert torch.equal(m.bn.num_batches_tracked, ref_bn.num_batches_tracked), step
+        for got, want in [
+            (m.weight, ref_conv.weight),
+            (m.bias, ref_conv.bias),
+            (m.bn.weight, ref_bn.weight),
+            (m.bn.bias, ref_bn.bias),
+        ]:
+            if got is not None:
+                assert torch.equal(got.grad, want.grad), step
+    assert int(m.bn.num_batches_tracked) == 10
+
+
+def leaf_module(module: nn.Module) -> nn.Module:
+    """A deep copy with fresh leaves (gradients accumulate separately)."""
+    return copy.deepcopy(module)
+
+
+def test_convbn_training_is_close_to_float_conv_bn():
+    """Sanity of the un-fold: QAT training output against the float conv + BatchNorm2d (8-bit
+    weights: within 0.05 on BN-normalised outputs; running statistics within 1 %)."""
+    m, conv, bn = make_convbn("3x3", seed=21)
+    float_bn = copy.deepcopy(bn).train()
+    x = torch.randn(8, 3, 10, 10)
+    with torch.no_grad():
+        y = m(x)
+        expected = float_bn(conv(x))
+    torch.testing.assert_close(y, expected, atol=0.05, rtol=0)
+    torch.testing.assert_close(m.bn.running_mean, float_bn.running_mean, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(m.bn.running_var, float_bn.running_var, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("case", ["3x3_bias", "depthwise_stride2"])
+def test_convbn_gamma_zero(case, activation):
+    m, conv, bn = make_convbn(case, activation, seed=30)
+    zero = torch.tensor([1, 3])
+    with torch.no_grad():
+        m.bn.weight[zero] = 0.0
+        bn.weight[zero] = 0.0
+    beta = bn.bias.detach()
+    ref_conv, ref_bn = leaf_module(conv), leaf_module(bn).train()
+    x = torch.randn(4, conv.in_channels, 8, 8)
+
+    # Training, BN learning: finite; gamma = 0 channels are exactly beta (after activation).
+    expected = simulate_training(x, ref_conv, ref_bn, activation)
+    y = m(x)
+    assert torch.isfinite(y).all()
+    assert torch.equal(y, expected)
+    assert torch.equal(
+        y[:, zero], activate(beta[zero].reshape(1, -1, 1, 1), activation).expand_as(y[:, zero])
+    )
+    # Running statistics of those channels follow the float conv output, like BatchNorm2d's.
+    assert torch.isfinite(m.bn.running_mean).all() and torch.isfinite(m.bn.running_var).all()
+    assert torch.equal(m.bn.running_mean, ref_bn.running_mean)
+    assert torch.equal(m.bn.running_var, ref_bn.running_var)
+    float_bn = copy.deepcopy(bn).train()
+    with torch.no_grad():
+        float_bn(conv(x))
+    assert torch.equal(m.bn.running_mean[zero], float_bn.running_mean[zero])
+    # Gradients are finite; gamma gets sum(grad * x_hat) and can leave 0.
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    expected.backward(grad)
+    for p in m.parameters():
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all()
+    assert torch.equal(m.bn.weight.grad, ref_bn.weight.grad)
+    if activation is None:
+        assert (m.bn.weight.grad[zero] != 0).all()
+    assert (m.weight.grad[zero] == 0).all()
+
+    # Frozen and eval: the folded graph gives beta on those channels, still finite.
+    for mode in ("frozen", "eval"):
+        if mode == "frozen":
+            m.freeze_bn()
+        else:
+            m.unfreeze_bn().eval()
+        if mode == "frozen":
+            forget_weight_range(m)  # eval mode observes nothing: the frozen step's range
+        y = m(x)
+        assert torch.isfinite(y).all(), mode
+        assert torch.equal(
+            y[:, zero], activate(beta[zero].reshape(1, -1, 1, 1), activation).expand_as(y[:, zero])
+        ), mode
+        _, w_fold, b_fold = fold(m.weight, m.bias, m.bn.weight, m.bn.bias, m.bn.running_mean,
+                                 m.bn.running_var, m.bn.eps)  # fmt: skip
+        wq = fq_weight(w_fold)
+        assert torch.equal(y, activate(F.conv2d(x, wq, b_fold, **conv_args(conv)), activation))
+
+
+def test_convbn_from_float_to_float():
+    m, conv, bn = make_convbn("depthwise_stride2", "relu6", seed=40)
+    assert torch.equal(m.weight, conv.weight) and m.bias is None
+    assert m.bn.eps == bn.eps and m.bn.momentum == bn.momentum
+    for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(m.bn, name), getattr(bn, name)), name
+    seq = m.to_float()
+    assert isinstance(seq, nn.Sequential) and len(seq) == 2
+    assert type(seq[0]) is nn.Conv2d and type(seq[1]) is nn.ReLU6
+    w_fold, b_fold = m.folded_weight_and_bias()
+    assert torch.equal(seq[0].weight, w_fold) and torch.equal(seq[0].bias, b_fold)
+    assert (seq[0].stride, seq[0].padding, seq[0].groups) == (conv.stride, conv.padding, 5)
+    # The folded float graph against conv + BN in eval mode: float rounding only.
+    x = torch.randn(2, 5, 9, 9)
+    with torch.no_grad():
+        expected = F.relu6(copy.deepcopy(bn).eval()(conv(x)))
+        torch.testing.assert_close(seq(x), expected, atol=1e-5, rtol=1e-5)
+    plain = ConvBn2d.from_float(nn.Conv2d(3, 4, 1, bias=True), nn.BatchNorm2d(4)).to_float()
+    assert len(plain) == 1 and plain[0].bias is not None
+
+
+def test_convbn_state_dict_keeps_bn_frozen():
+    m, _, _ = make_convbn("3x3", seed=41)
+    m(torch.randn(2, 3, 6, 6))
+    m.freeze_bn()
+    assert "bn_frozen" in m.state_dict()
+    fresh = ConvBn2d(3, 5, 3, padding=1)
+    assert not fresh.is_bn_frozen
+    fresh.load_state_dict(m.state_dict())
+    assert fresh.is_bn_frozen
+    x = torch.randn(2, 3, 6, 6)
+    assert torch.equal(fresh(x), m(x))
+
+
+def test_convbn_errors():
+    with pytest.raises(ValueError, match="activation.*'gelu'"):
+        ConvBn2d(3, 4, 3, activation="gelu")
+    with pytest.raises(ValueError, match="affine=True and track_running_stats=True"):
+        ConvBn2d.from_float(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False))
+    with pytest.raises(ValueError, match="num_features=5.*out_channels=4"):
+        ConvBn2d.from_float(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(5))
+    with pytest.raises(TypeError, match="BatchNorm2d"):
+        ConvBn2d.from_float(nn.Conv2d(3, 4, 3), nn.BatchNorm1d(4))
+
+
+# --------------------------------------------------------------------------------------------
+# ActQuant / QuantAdd
+
+
+def test_act_quant():
+    torch.manual_seed(50)
+    aq = ActQuant()
+    x = torch.randn(4, 3, 5) + 0.5
+    y = aq(x)
+    assert torch.equal(y, fq_act(x))
+    assert aq.quantizer.mode is Mode.OBSERVE and aq.quantizer.spec == QConfig().activation
+    # Eval mode: no observation, the same range.
+    aq.eval()
+    lo, hi = aq.quantizer.quant_range()
+    assert torch.equal(aq(3 * x), ops.fake_quant_with_min_max_vars(3 * x, lo, hi, 8, False))
+    assert torch.equal(aq.quantizer.quant_range()[1], hi)
+    # Frozen in training mode: no observation either; off: identity.
+    aq.train().quantizer.freeze()
+    aq(10 * x)
+    assert torch.equal(aq.quantizer.quant_range()[1], hi)
+    aq.quantizer.disable()
+    assert torch.equal(aq(x), x)
+    # Gradient: straight through inside the nudged range, which need not hold the extremes.
+    xg, xr = leaf(x), leaf(x)
+    aq.quantizer.observe()
+    aq.eval()(xg).sum().backward()
+    ops.fake_quant_with_min_max_vars(xr, lo, hi, 8, False).sum().backward()
+    assert torch.equal(xg.grad, xr.grad) and xg.grad.sum() >= x.numel() - 2
+
+
+def test_quant_add():
+    torch.manual_seed(51)
+    add = QuantAdd()
+    a = torch.randn(2, 4, 3, 3)
+    b = torch.randn(2, 4, 1, 3)  # broadcast
+    ar, br = leaf(a), leaf(b)
+    expected = fq_act(ar + br)
+    expected.sum().backward()
+    aq, bq = leaf(a), leaf(b)
+    y = add(aq, bq)
+    y.sum().backward()
+    assert torch.equal(y, expected)
+    assert torch.equal(aq.grad, ar.grad) and torch.equal(bq.grad, br.grad)
+    assert isinstance(add.out_quant, ActQuant)
+    # The inputs are not quantized again: identical to quantizing the float sum.
+    assert len([m for m in add.modules() if isinstance(m, edgeqat.FakeQuantizer)]) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# A small model: controls and a state_dict round trip mid-training
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_q = ActQuant()
+        self.stem = ConvBn2d(3, 8, 3, padding=1, activation="relu")
+        self.stem_q = ActQuant()
+        self.dw = ConvBn2d(8, 8, 3, stride=1, padding=1, groups=8, activation="relu6")
+        self.dw_q = ActQuant()
+        self.pw = QuantConv2d(8, 8, 1)
+        self.pw_q = ActQuant()
+        self.add = QuantAdd()
+        self.pool_q = ActQuant()
+        self.head = QuantLinear(8, 4)
+        self.out_q = ActQuant()
+
+    def forward(self, x):
+        s = self.stem_q(self.stem(self.in_q(x)))
+        r = self.pw_q(self.pw(self.dw_q(self.dw(s))))
+        y = self.pool_q(self.add(s, r).mean((2, 3)))
+        return self.out_q(self.head(y))
+
+
+def quantizers(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, edgeqat.FakeQuantizer)}
+
+
+def test_controls():
+    torch.manual_seed(60)
+    model = TinyNet()
+    with pytest.raises(RuntimeError, match="not observed data yet: in_q.quantizer, stem.weight"):
+        edgeqat.freeze_observers(model)
+    assert {q.mode for q in quantizers(model).values()} == {Mode.OBSERVE}  # nothing changed
+    model(torch.randn(2, 3, 6, 6))
+    model.head.weight_quant.disable()
+    assert edgeqat.freeze_observers(model) is model
+    modes = {n: q.mode for n, q in quantizers(model).items()}
+    assert modes.pop("head.weight_quant") is Mode.OFF
+    assert set(modes.values()) == {Mode.FROZEN}
+    assert edgeqat.learn_ranges(model) is model
+    assert model.head.weight_quant.mode is Mode.OFF
+    assert model.stem_q.quantizer.mode is Mode.LEARN
+    lo, hi = model.stem_q.quantizer.observed_range()
+    assert torch.equal(model.stem_q.quantizer.learned_min.detach(), lo)
+    assert torch.equal(model.stem_q.quantizer.learned_max.detach(), hi)
+    assert edgeqat.observe(model) is model
+    assert model.head.weight_quant.mode is Mode.OFF
+    assert model.pw.weight_quant.mode is Mode.OBSERVE
+    assert edgeqat.freeze_bn(model) is model
+    assert model.stem.is_bn_frozen and model.dw.is_bn_frozen
+    assert edgeqat.freeze_bn(model.stem) is model.stem
+
+
+def train_steps(model, opt, batches, schedule=None):
+    outputs = []
+    for step, (x, target) in enumerate(batches):
+        if schedule is not None:
+            schedule(model, step)
+        opt.zero_grad()
+        out = model(x)
+        F.cross_entropy(out, target).backward()
+        opt.step()
+        outputs.append(out.detach())
+    return outputs
+
+
+def test_state_dict_round_trip_mid_training():
+    torch.manual_seed(70)
+    batches = [(torch.randn(4, 3, 6, 6), torch.randint(0, 4, (4,))) for _ in range(9)]
+
+    def schedule(model, step):  # observe, then freeze BN, then learn the ranges
+        if step == 3:
+            edgeqat.freeze_bn(model)
+        if step == 4:
+            edgeqat.learn_ranges(model)
+
+    def make_opt(model):
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+
+    model = TinyNet()
+    opt = make_opt(model)
+    train_steps(model, opt, batches[:6], schedule)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+
+    torch.manual_seed(71)  # a different initialisation, overwritten by the load
+    fresh = TinyNet()
+    fresh.load_state_dict(saved["model"])
+    fresh_opt = make_opt(fresh)
+    fresh_opt.load_state_dict(saved["opt"])
+    assert fresh.stem.is_bn_frozen
+    assert fresh.stem_q.quantizer.mode is Mode.LEARN
+
+    out_a = train_steps(model, opt, batches[6:])
+    out_b = train_steps(fresh, fresh_opt, batches[6:])
+    for a, b in zip(out_a, out_b):
+        assert torch.equal(a, b)
+    state_a, state_b = model.state_dict(), fresh.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), key
+    # Training did move things after the load.
+    assert not torch.equal(state_a["stem.weight"], saved["model"]["stem.weight"])
+    assert not torch.equal(
+        state_a["stem_q.quantizer.learned_max"], saved["model"]["stem_q.quantizer.learned_max"]
+    )
