@@ -51,7 +51,16 @@ class QuantSpec:
     ema_decay: float = 0.999
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_bits, int) or not 2 <= self.num_bits <= 16:
+        for name in ("narrow_range", "symmetric", "per_channel"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"QuantSpec.{name} must be a bool, got {getattr(self, name)!r}")
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)):
+            raise TypeError(f"QuantSpec.ema_decay must be a float, got {self.ema_decay!r}")
+        if (
+            isinstance(self.num_bits, bool)
+            or not isinstance(self.num_bits, int)
+            or not 2 <= self.num_bits <= 16
+        ):
             raise ValueError(f"QuantSpec.num_bits must be an int in [2, 16], got {self.num_bits!r}")
         if self.range_source not in ("last", "ema", "running"):
             raise ValueError(
@@ -60,7 +69,7 @@ class QuantSpec:
             )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"QuantSpec.ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if not isinstance(self.axis, int):
+        if isinstance(self.axis, bool) or not isinstance(self.axis, int):
             raise ValueError(f"QuantSpec.axis must be an int, got {self.axis!r}")
 
     @property

@@ -61,6 +61,11 @@ class FakeQuantizer(nn.Module):
         super().__init__()
         if not isinstance(spec, QuantSpec):
             raise TypeError(f"spec must be a QuantSpec, got {type(spec).__name__}")
+        if Mode(mode) is Mode.LEARN:
+            raise ValueError(
+                "mode=Mode.LEARN needs an observed range to start from: build the quantizer "
+                "in OBSERVE mode, run data through it, then call .learn() (or load a state_dict)"
+            )
         if spec.per_channel and (channels is None or channels <= 0):
             raise ValueError(
                 f"channels must be a positive int for a per-channel spec, got {channels!r}"

@@ -203,12 +203,11 @@ TEST_CASE("observe_min_max_: first batch sets the range then EMA then last value
   CHECK(hi.item<float>() == 0.75f);
 }
 
-// BUG: averaging_constant 1.0 is documented to keep the last batch, but the
-// kernel computes old + 1.0 * (batch - old), which rounds: state (-1000, 1000),
-// x = {-0.1, 3.7} gives (-0.0999755859375, 3.70001220703125) in float32 instead
-// of (-0.1f, 3.7f). Remove [!shouldfail] once fixed.
+// averaging_constant 1.0 keeps the last batch exactly: old + 1.0 * (batch - old)
+// would round (state (-1000, 1000), x = {-0.1, 3.7} would give
+// (-0.0999755859375, 3.70001220703125) in float32).
 TEST_CASE("observe_min_max_: averaging_constant 1 keeps the last batch exactly",
-          "[observe][!shouldfail]") {
+          "[observe]") {
   for (const auto dtype : {torch::kFloat, torch::kDouble}) {
     for (const auto& axis : kAxesNoneAnd1) {
       const auto opts = torch::TensorOptions().dtype(dtype);
@@ -295,7 +294,7 @@ TEST_CASE("observe_min_max_: reference sweep per tensor and per channel on every
   for (const auto& shape : shapes) {
     const auto nd = static_cast<int64_t>(shape.size());
     std::vector<std::optional<int64_t>> axes = {std::nullopt};
-    // Per channel on 1-D x: see the [!shouldfail] test case below.
+    // Per channel on 1-D x: see the test case below.
     for (int64_t a = -nd; a < nd && nd > 1; ++a) {
       axes.emplace_back(a);
     }
@@ -322,12 +321,9 @@ TEST_CASE("observe_min_max_: reference sweep per tensor and per channel on every
   }
 }
 
-// BUG: per channel on a 1-D x (every element its own channel, as
-// fake_quant_with_min_max_vars_per_channel accepts) throws c10::IndexError
-// "Dimension out of range (expected to be in range of [-1, 0], but got 1)"
-// from x.movedim(axis, 0).flatten(1) in the composite kernel; expected
-// running_min = running_max = x for a fresh state. Remove [!shouldfail] once fixed.
-TEST_CASE("observe_min_max_: per channel on a 1-D x", "[observe][per_channel][!shouldfail]") {
+// Per channel on a 1-D x: every element is its own channel, as
+// fake_quant_with_min_max_vars_per_channel accepts.
+TEST_CASE("observe_min_max_: per channel on a 1-D x", "[observe][per_channel]") {
   const Tensor x = torch::tensor({1.f, -2.f, 3.f});
   for (const int64_t axis : {0, -1}) {
     Tensor lo = unobserved_min({3}), hi = unobserved_max({3});

@@ -16,8 +16,9 @@ import pytest
 if shutil.which("cmake") is None:
     pytest.skip("cmake is not installed", allow_module_level=True)
 
-import edgeqat  # noqa: E402
 import torch  # noqa: E402
+
+import edgeqat  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
 

@@ -4,7 +4,6 @@ composite (ATen-op) kernel that devices without a fused kernel run."""
 
 from __future__ import annotations
 
-import edgeqat
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,8 @@ from helpers import (
 )
 from torch._inductor.utils import fresh_cache
 from torch.utils._python_dispatch import TorchDispatchMode
+
+import edgeqat
 
 ops = torch.ops.edgeqat
 

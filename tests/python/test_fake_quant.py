@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 
-import edgeqat
 import numpy as np
 import pytest
 import reference
@@ -28,6 +27,8 @@ from helpers import (
     sample_x,
 )
 from torch.utils._python_dispatch import TorchDispatchMode
+
+import edgeqat
 
 ops = torch.ops.edgeqat
 

@@ -67,11 +67,8 @@ def activate(y, activation):
 
 
 def forget_weight_range(module: nn.Module) -> None:
-    """Mark the weight quantizer as not observed, so its next batch sets the range directly.
-
-    The "last" range source should make every batch set the range exactly; the op computes
-    old + (batch - old) * 1.0 instead, which can be 1 ulp off (test_last_range_is_exact,
-    xfail). Multi-step references use this so they test the modules, not that defect."""
+    """Mark the weight quantizer as not observed, so its next batch sets the range directly
+    (the references compute each step's weight range from scratch)."""
     module.weight_quant.observed_min.fill_(float("inf"))
     module.weight_quant.observed_max.fill_(float("-inf"))
 
@@ -255,12 +252,6 @@ def test_conv_errors():
         QuantLinear(3, 4, config=QConfig().weight)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="observe_min_max_ with averaging_constant 1.0 ('last') computes "
-    "old + (batch - old) * 1.0, which is not always the batch value (1 ulp off; and overflows "
-    "for opposite-signed ranges near float max): csrc/ops/composite/observe_kernel.cpp",
-)
 def test_last_range_is_exact():
     g = torch.Generator().manual_seed(0)
     fc = QuantLinear(64, 64)

@@ -112,16 +112,6 @@ def test_reference_on_hand_computed_values():
 # Hand-computed behaviour
 
 
-BUG_LAST_VALUE = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: averaging_constant=1.0 is documented to keep the last batch, but computes "
-    "old + 1.0 * (batch - old), which rounds: state (-1000, 1000) float32, x = [-0.1, 3.7] gives "
-    "(-0.0999755859375, 3.70001220703125) instead of float32 (-0.1, 3.7) (float64 state: "
-    "-0.10000000000002274, 3.7000000000000455)",
-)
-
-
-@BUG_LAST_VALUE
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("axis", [None, 0, 1])
 def test_averaging_constant_one_keeps_last_batch(state_dtype, axis):
@@ -179,18 +169,7 @@ def test_per_channel_hand_computed():
 # Reference sweeps
 
 SHAPES = [(7,), (3, 5), (2, 3, 4), (2, 3, 4, 5)]
-BUG_1D_PER_CHANNEL = pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="BUG: per channel on a 1-D x raises IndexError 'Dimension out of range (expected to "
-    "be in range of [-1, 0], but got 1)' from x.movedim(axis, 0).flatten(1); expected "
-    "running_min = running_max = x on a fresh state",
-)
-SHAPE_AXES = [(s, None) for s in SHAPES] + [
-    pytest.param(s, a, marks=BUG_1D_PER_CHANNEL) if len(s) == 1 else (s, a)
-    for s in SHAPES
-    for a in range(-len(s), len(s))
-]
+SHAPE_AXES = [(s, None) for s in SHAPES] + [(s, a) for s in SHAPES for a in range(-len(s), len(s))]
 # (averaging_constant, accumulate); (1.0, False): see test_averaging_constant_one_keeps_last_batch
 UPDATES = [(0.001, False), (0.3, False), (0.75, False), (1.0, True), (0.5, True)]
 
@@ -326,7 +305,6 @@ def test_empty_x_is_a_no_op(shape, axis, state_shape):
         assert_bitwise_equal(hi, hi0)
 
 
-@BUG_1D_PER_CHANNEL
 @pytest.mark.parametrize("axis", [0, -1])
 def test_per_channel_1d_x(axis):
     """Every element of a 1-D x is its own channel (fake_quant_with_min_max_vars_per_channel
@@ -505,16 +483,12 @@ def test_error_float64_x_overflowing_float32_state():
     assert_bitwise_equal(hi, hi0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a float64 x that overflows a float32 state is reported as "
-    "'x contains 0 NaN and 0 infinite value(s)', which names no offending value",
-)
 def test_error_float64_x_overflowing_float32_state_message():
     lo, hi = torch.tensor(-1.0), torch.tensor(1.0)
     with pytest.raises(RuntimeError) as info:
         op(lo, hi, torch.tensor([1e300, 0.0], dtype=torch.float64), None)
     assert "0 NaN and 0 infinite" not in str(info.value)
+    assert "overflows the state dtype Float" in str(info.value)
 
 
 def test_error_device_mismatch():

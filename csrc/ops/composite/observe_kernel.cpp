@@ -48,27 +48,37 @@ void observe_min_max_composite(at::Tensor& running_min, at::Tensor& running_max,
   }
   at::Tensor batch_min, batch_max;
   if (axis.has_value()) {
-    std::tie(batch_min, batch_max) = at::aminmax(x.movedim(*axis, 0).flatten(1), 1);
+    // [channels, everything else]; reshape (not flatten(1)) also serves 1-D x.
+    std::tie(batch_min, batch_max) =
+        at::aminmax(x.movedim(*axis, 0).reshape_symint({x.sym_size(*axis), -1}), 1);
   } else {
     std::tie(batch_min, batch_max) = at::aminmax(x);
   }
-  batch_min = batch_min.to(running_min.scalar_type());
-  batch_max = batch_max.to(running_max.scalar_type());
   if (!x.is_meta()) {
     // One host sync; a non-finite range would otherwise spread silently.
-    if (!(at::isfinite(batch_min).all().item<bool>() &&
-          at::isfinite(batch_max).all().item<bool>())) {
+    const auto finite = [](const at::Tensor& t) { return at::isfinite(t).all().item<bool>(); };
+    if (!finite(batch_min) || !finite(batch_max)) {
       TORCH_CHECK(false, kOp, ": x contains ", at::isnan(x).sum().item<int64_t>(), " NaN and ",
                   at::isinf(x).sum().item<int64_t>(),
                   " infinite value(s); the observed range would be lost");
     }
+    const auto state_dtype = running_min.scalar_type();
+    TORCH_CHECK(finite(batch_min.to(state_dtype)) && finite(batch_max.to(state_dtype)), kOp,
+                ": the batch range [", batch_min.min().item<double>(), ", ",
+                batch_max.max().item<double>(), "] overflows the state dtype ", state_dtype);
   }
+  batch_min = batch_min.to(running_min.scalar_type());
+  batch_max = batch_max.to(running_max.scalar_type());
   // Per entry: not observed yet (min > max) -> take the batch range.
   const at::Tensor fresh = running_min > running_max;
   at::Tensor new_min, new_max;
   if (accumulate) {
     new_min = at::minimum(running_min, batch_min);
     new_max = at::maximum(running_max, batch_max);
+  } else if (averaging_constant == 1.0) {
+    // Last value: exactly the batch range (old + 1.0 * (batch - old) rounds).
+    new_min = batch_min;
+    new_max = batch_max;
   } else {
     new_min = running_min + (batch_min - running_min) * averaging_constant;
     new_max = running_max + (batch_max - running_max) * averaging_constant;
