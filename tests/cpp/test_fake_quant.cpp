@@ -19,8 +19,7 @@
 // error of any two summation orders in double, the ulp covers the final
 // rounding to float32). A single misclassified element changes a sum by |g|.
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <catch2/catch.hpp>
-#include <torch/torch.h>
+#include "catch_torch.h"
 
 #include <cmath>
 #include <cstring>

@@ -9,8 +9,7 @@
 //
 // Every comparison is bit-exact: the reference computes each step in the
 // state's dtype, as the documented formula new = old + c * (batch - old).
-#include <catch2/catch.hpp>
-#include <torch/torch.h>
+#include "catch_torch.h"
 
 #include <algorithm>
 #include <cmath>
@@ -23,11 +22,6 @@
 
 #include "edgeqat/edgeqat.h"
 
-// c10/util/logging_is_not_google_glog.h (via torch/torch.h) redefines CHECK as
-// a fatal assertion that aborts the whole test binary; restore Catch's CHECK.
-#undef CHECK
-#define CHECK(...) \
-  INTERNAL_CATCH_TEST("CHECK", Catch::ResultDisposition::ContinueOnFailure, __VA_ARGS__)
 
 namespace {
 
