@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..config import QConfig, QuantSpec
 from ..quantizer import FakeQuantizer
 
-__all__ = ["make_weight_quantizer", "resolve_config"]
+__all__ = ["copy_weight_and_bias", "make_weight_quantizer", "resolve_config"]
 
 
 def resolve_config(config: QConfig | None) -> QConfig:
@@ -34,3 +35,11 @@ def make_weight_quantizer(
         )
     quantizer = FakeQuantizer(spec, channels=out_channels if spec.per_channel else None)
     return quantizer if device is None else quantizer.to(device)
+
+
+def copy_weight_and_bias(dst: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Copy ``weight`` (and ``bias`` if given) into ``dst.weight`` / ``dst.bias``, no grad."""
+    with torch.no_grad():
+        dst.weight.copy_(weight)
+        if bias is not None:
+            dst.bias.copy_(bias)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import QConfig
+from ._common import copy_weight_and_bias
 from .quant_conv import _Conv2dBase
 
 __all__ = ["ConvBn2d"]
@@ -225,10 +226,7 @@ class ConvBn2d(_Conv2dBase):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        with torch.no_grad():
-            qmod.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                qmod.bias.copy_(conv.bias)
+        copy_weight_and_bias(qmod, conv.weight, conv.bias)
         qmod.bn.load_state_dict(bn.state_dict())
         return qmod.train(conv.training)
 

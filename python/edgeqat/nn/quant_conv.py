@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from ..config import QConfig
-from ._common import make_weight_quantizer, resolve_config
+from ._common import copy_weight_and_bias, make_weight_quantizer, resolve_config
 
 __all__ = ["QuantConv2d"]
 
@@ -117,10 +117,7 @@ class _Conv2dBase(nn.Module):
             device=weight.device,
             dtype=weight.dtype,
         )
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-            if bias is not None:
-                conv.bias.copy_(bias)
+        copy_weight_and_bias(conv, weight, bias)
         return conv.train(self.training)
 
     def extra_repr(self) -> str:
@@ -208,10 +205,7 @@ class QuantConv2d(_Conv2dBase):
             device=module.weight.device,
             dtype=module.weight.dtype,
         )
-        with torch.no_grad():
-            qmod.weight.copy_(module.weight)
-            if module.bias is not None:
-                qmod.bias.copy_(module.bias)
+        copy_weight_and_bias(qmod, module.weight, module.bias)
         return qmod.train(module.training)
 
     def to_float(self) -> nn.Conv2d:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import QConfig
-from ._common import make_weight_quantizer, resolve_config
+from ._common import copy_weight_and_bias, make_weight_quantizer, resolve_config
 
 __all__ = ["QuantLinear"]
 
@@ -84,10 +84,7 @@ class QuantLinear(nn.Module):
             device=module.weight.device,
             dtype=module.weight.dtype,
         )
-        with torch.no_grad():
-            qmod.weight.copy_(module.weight)
-            if module.bias is not None:
-                qmod.bias.copy_(module.bias)
+        copy_weight_and_bias(qmod, module.weight, module.bias)
         return qmod.train(module.training)
 
     def to_float(self) -> nn.Linear:
@@ -99,10 +96,7 @@ class QuantLinear(nn.Module):
             device=self.weight.device,
             dtype=self.weight.dtype,
         )
-        with torch.no_grad():
-            module.weight.copy_(self.weight)
-            if self.bias is not None:
-                module.bias.copy_(self.bias)
+        copy_weight_and_bias(module, self.weight, self.bias)
         return module.train(self.training)
 
     def extra_repr(self) -> str:
