@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..config import QConfig, QuantSpec
 from ..quantizer import FakeQuantizer
 
-__all__ = ["copy_weight_and_bias", "make_weight_quantizer", "resolve_config"]
+__all__ = [
+    "copy_weight_and_bias",
+    "init_weight_and_bias",
+    "make_weight_quantizer",
+    "resolve_config",
+]
 
 
 def resolve_config(config: QConfig | None) -> QConfig:
@@ -43,3 +50,25 @@ def copy_weight_and_bias(dst: nn.Module, weight: torch.Tensor, bias: torch.Tenso
         dst.weight.copy_(weight)
         if bias is not None:
             dst.bias.copy_(bias)
+
+
+def init_weight_and_bias(
+    module: nn.Module,
+    weight_shape: tuple[int, ...],
+    bias: bool,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> None:
+    """Create ``module.weight`` (and ``module.bias`` or a None bias) and initialise them as
+    torch.nn.Linear / Conv2d do: Kaiming-uniform weight, bias uniform in +-1/sqrt(fan_in)."""
+    factory = {"device": device, "dtype": dtype}
+    module.weight = nn.Parameter(torch.empty(weight_shape, **factory))
+    if bias:
+        module.bias = nn.Parameter(torch.empty(weight_shape[0], **factory))
+    else:
+        module.register_parameter("bias", None)
+    nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        nn.init.uniform_(module.bias, -bound, bound)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
 from ..config import QConfig
-from ._common import copy_weight_and_bias, make_weight_quantizer, resolve_config
+from ._common import (
+    copy_weight_and_bias,
+    init_weight_and_bias,
+    make_weight_quantizer,
+    resolve_config,
+)
 
 __all__ = ["QuantConv2d"]
 
@@ -65,24 +68,14 @@ class _Conv2dBase(nn.Module):
             self.padding = _pair(padding)
         self.groups = groups
         self.padding_mode = padding_mode
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory)
+        init_weight_and_bias(
+            self,
+            (out_channels, in_channels // groups, *self.kernel_size),
+            bias,
+            device,
+            dtype,
         )
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
-        else:
-            self.register_parameter("bias", None)
         self.weight_quant = make_weight_quantizer(self.config.weight, out_channels, device)
-        self._reset_conv_parameters()
-
-    def _reset_conv_parameters(self) -> None:
-        """torch.nn.Conv2d's initialisation."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            nn.init.uniform_(self.bias, -bound, bound)
 
     @staticmethod
     def _geometry_of(conv: nn.Conv2d) -> dict:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import QConfig
-from ._common import copy_weight_and_bias, make_weight_quantizer, resolve_config
+from ._common import (
+    copy_weight_and_bias,
+    init_weight_and_bias,
+    make_weight_quantizer,
+    resolve_config,
+)
 
 __all__ = ["QuantLinear"]
 
@@ -51,21 +54,8 @@ class QuantLinear(nn.Module):
         self.config = resolve_config(config)
         self.in_features = in_features
         self.out_features = out_features
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, **factory))
-        else:
-            self.register_parameter("bias", None)
+        init_weight_and_bias(self, (out_features, in_features), bias, device, dtype)
         self.weight_quant = make_weight_quantizer(self.config.weight, out_features, device)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """torch.nn.Linear's initialisation."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
-            nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_quant(self.weight), self.bias)
