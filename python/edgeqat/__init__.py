@@ -16,6 +16,7 @@ from .config import QConfig, QuantSpec
 from .controls import freeze_bn, freeze_observers, learn_ranges, observe
 from .nn import ActQuant, ConvBn2d, QuantAdd, QuantConv2d, QuantLinear
 from .ops import fake_quant, fake_quant_per_channel
+from .prepare import UnsupportedOpError, calibrate, prepare_ptq, prepare_qat
 from .quantizer import FakeQuantizer, Mode
 
 __version__: str = _C.__version__
@@ -33,7 +34,9 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "QuantSpec",
+    "UnsupportedOpError",
     "__version__",
+    "calibrate",
     "cmake_prefix_path",
     "fake_quant",
     "fake_quant_per_channel",
@@ -41,4 +44,6 @@ __all__ = [
     "freeze_observers",
     "learn_ranges",
     "observe",
+    "prepare_ptq",
+    "prepare_qat",
 ]

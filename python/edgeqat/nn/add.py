@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import QConfig
@@ -10,10 +11,13 @@ from .activation import ActQuant
 
 __all__ = ["QuantAdd"]
 
+_ACTIVATIONS = (None, "relu", "relu6")
+
 
 class QuantAdd(nn.Module):
-    """``out_quant(a + b)``: the add of the int8 model, whose output has its own scale and
-    zero point (TFLite's ADD rescales both inputs to the output's parameters).
+    """``out_quant(act(a + b))``: the add of the int8 model, whose output has its own scale and
+    zero point (TFLite's ADD rescales both inputs to the output's parameters and clamps to its
+    fused activation).
 
     The inputs are not quantized here: each is assumed to be quantized already by its
     producer's :class:`ActQuant` (the int8 graph gives every tensor one set of parameters, so a
@@ -21,6 +25,9 @@ class QuantAdd(nn.Module):
 
     Args:
         config: the :class:`~edgeqat.QConfig` of the output quantizer (default ``QConfig()``).
+        activation: ``None`` (default), ``"relu"`` or ``"relu6"``, applied before the output
+            quantizer, so the output range is that of the activation's output (as the int8 add
+            with a fused activation computes it: clamp, then one set of output parameters).
 
     Attributes:
         out_quant: the output :class:`ActQuant`.
@@ -28,13 +35,26 @@ class QuantAdd(nn.Module):
     Shape: ``a`` and ``b`` broadcastable to each other; the output has the broadcast shape.
 
     Example:
-        >>> add = edgeqat.QuantAdd()
-        >>> y = add(x, block(x))                # a quantized residual connection
+        >>> add = edgeqat.QuantAdd(activation="relu")
+        >>> y = add(x, block(x))                # a quantized residual connection, ResNet style
     """
 
-    def __init__(self, config: QConfig | None = None) -> None:
+    def __init__(self, config: QConfig | None = None, activation: str | None = None) -> None:
         super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"QuantAdd: activation must be None, 'relu' or 'relu6', got {activation!r}"
+            )
+        self.activation = activation
         self.out_quant = ActQuant(config)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.out_quant(a + b)
+        y = a + b
+        if self.activation == "relu":
+            y = F.relu(y)
+        elif self.activation == "relu6":
+            y = F.relu6(y)
+        return self.out_quant(y)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}" if self.activation else ""
