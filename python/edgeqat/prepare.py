@@ -430,7 +430,6 @@ def _prepare(
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    gm.edgeqat_config = config
     return gm
 
 
