@@ -5,6 +5,12 @@ State lives in buffers and parameters only (``observed_min``,
 ``state_dict`` / ``load_state_dict`` restore a QAT run mid-training exactly.
 The arithmetic is ``torch.ops.edgeqat.observe_min_max_`` and
 ``torch.ops.edgeqat.fake_quant_with_min_max_vars[_per_channel]``.
+
+``forward`` reads no tensor value on the host: the mode is mirrored in a
+Python attribute (kept in step with ``mode_code`` by :meth:`set_mode` and by
+``load_state_dict``), and whether a range has been observed is checked once,
+when it first matters, and then remembered. So a training step neither waits
+for the device nor breaks a ``torch.compile`` graph.
 """
 
 from __future__ import annotations
@@ -79,18 +85,27 @@ class FakeQuantizer(nn.Module):
         self.learned_min = nn.Parameter(torch.zeros(shape))
         self.learned_max = nn.Parameter(torch.zeros(shape))
         self.register_buffer("mode_code", torch.tensor(int(Mode(mode)), dtype=torch.uint8))
+        # Python mirrors of the state, read by forward instead of the buffers
+        # (a buffer read is a host sync and a torch.compile graph break):
+        # _mode is mode_code; _range_known records that every entry of the
+        # observed range has been seen filled (it cannot empty again except
+        # through load_state_dict, which recomputes it).
+        self._mode = Mode(mode)
+        self._range_known = False
 
     # -- mode ---------------------------------------------------------------
 
     @property
     def mode(self) -> Mode:
-        return Mode(int(self.mode_code))
+        """The current :class:`Mode` (persisted in the ``mode_code`` buffer)."""
+        return self._mode
 
     def set_mode(self, mode: Mode) -> FakeQuantizer:
         mode = Mode(mode)
-        if mode is Mode.LEARN and self.mode is not Mode.LEARN:
+        if mode is Mode.LEARN and self._mode is not Mode.LEARN:
             self._init_learned_from_observed()
         self.mode_code.fill_(int(mode))
+        self._mode = mode
         return self
 
     def observe(self) -> FakeQuantizer:
@@ -108,19 +123,28 @@ class FakeQuantizer(nn.Module):
 
     @property
     def has_range(self) -> bool:
-        """Whether every channel has observed data."""
-        return bool((self.observed_min <= self.observed_max).all())
+        """Whether every channel has observed data (reads the state: a host sync)."""
+        if not self._range_known:
+            self._range_known = bool((self.observed_min <= self.observed_max).all())
+        return self._range_known
 
     # -- ranges ---------------------------------------------------------------
 
     def observed_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The quantization range made from the observed one: widened to
         contain 0, symmetric if the spec says so. Detached."""
+        self._require_range()
+        return self._derived_range()
+
+    def _require_range(self) -> None:
         if not self.has_range:
             raise RuntimeError(
                 f"{self._describe()} has no observed range yet: run data through it in "
                 "OBSERVE mode (model.train()) or calibrate before freezing or evaluating"
             )
+
+    def _derived_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # No check: an unobserved entry (+inf, -inf) would become [0, 0].
         lo = self.observed_min.detach().clamp(max=0.0)
         hi = self.observed_max.detach().clamp(min=0.0)
         if self.spec.symmetric:
@@ -153,7 +177,7 @@ class FakeQuantizer(nn.Module):
     # -- forward ----------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mode = self.mode
+        mode = self._mode
         if mode is Mode.OFF:
             return x
         if mode is Mode.OBSERVE and self.training:
@@ -165,7 +189,16 @@ class FakeQuantizer(nn.Module):
                 self.spec.averaging_constant,
                 self.spec.range_source == "running",
             )
-        lo, hi = self.learned_range() if mode is Mode.LEARN else self.observed_range()
+            # A non-empty batch fills every entry (each channel slice is
+            # non-empty too); numel is static to torch.compile.
+            if not self._range_known and x.numel() > 0:
+                self._range_known = True
+        if mode is Mode.LEARN:
+            lo, hi = self.learned_range()
+        else:
+            if not self._range_known:
+                self._require_range()  # reads the state until a range is seen
+            lo, hi = self._derived_range()
         lo, hi = lo.to(x.device), hi.to(x.device)
         if self.spec.per_channel:
             return torch.ops.edgeqat.fake_quant_with_min_max_vars_per_channel(
@@ -175,6 +208,30 @@ class FakeQuantizer(nn.Module):
             x, lo, hi, self.spec.num_bits, self.spec.narrow_range
         )
 
+    # -- state_dict -------------------------------------------------------------
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        errors_before = len(error_msgs)
+        code = state_dict.get(prefix + "mode_code")
+        if isinstance(code, torch.Tensor) and code.numel() == 1:
+            value = int(code)
+            if value not in {m.value for m in Mode}:
+                error_msgs.append(
+                    f"{prefix}mode_code: {value} is not a Mode "
+                    f"({', '.join(f'{m.value}={m.name}' for m in Mode)})"
+                )
+                return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if len(error_msgs) == errors_before:
+            # The buffers changed behind the mirrors: read them again (once).
+            self._mode = Mode(int(self.mode_code))
+            self._range_known = False
+            self._range_known = self.has_range
+
     def _describe(self) -> str:
         kind = f"per-channel (axis {self.spec.axis})" if self.spec.per_channel else "per-tensor"
         return f"FakeQuantizer({kind}, {self.spec.num_bits} bits)"
@@ -182,7 +239,7 @@ class FakeQuantizer(nn.Module):
     def extra_repr(self) -> str:
         s = self.spec
         return (
-            f"mode={self.mode.name}, num_bits={s.num_bits}, narrow_range={s.narrow_range}, "
+            f"mode={self._mode.name}, num_bits={s.num_bits}, narrow_range={s.narrow_range}, "
             f"symmetric={s.symmetric}, per_channel={s.per_channel}, axis={s.axis}, "
             f"range_source={s.range_source!r}"
         )

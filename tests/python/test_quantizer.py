@@ -694,3 +694,115 @@ def test_state_dict_round_trip_in_learn_mode():
     assert fresh.mode is Mode.LEARN
     x = torch.randn(16) * 3
     assert_bitwise_equal(fresh(x), q(x))
+
+
+def test_load_state_dict_switches_the_mode_mirror():
+    """forward reads a Python mirror of mode_code: loading a state in another mode must switch
+    what forward does, not only what mode_code holds."""
+    src = FakeQuantizer(QuantSpec(range_source="last")).train()
+    src(torch.tensor([-1.0, 1.0]))
+    src.freeze()
+    dst = FakeQuantizer(QuantSpec(range_source="last")).train()
+    dst(torch.tensor([-5.0, 5.0]))
+    assert dst.mode is Mode.OBSERVE
+    dst.load_state_dict(src.state_dict())
+    assert dst.mode is Mode.FROZEN and dst.mode_code.item() == int(Mode.FROZEN)
+    x = torch.tensor([-3.0, 0.5, 3.0])
+    y = dst(x)  # FROZEN: no update, the loaded range [-1, 1]
+    assert (dst.observed_min.item(), dst.observed_max.item()) == (-1.0, 1.0)
+    assert_bitwise_equal(y, fq(x, torch.tensor(-1.0), torch.tensor(1.0)))
+    # and back: a state saved in OBSERVE puts the quantizer back to observing
+    dst.load_state_dict(FakeQuantizer(QuantSpec(range_source="last")).state_dict())
+    assert dst.mode is Mode.OBSERVE and not dst.has_range
+    dst(x)
+    assert (dst.observed_min.item(), dst.observed_max.item()) == (-3.0, 3.0)
+
+
+def test_load_state_dict_without_range_forgets_the_range():
+    q = FakeQuantizer(QuantSpec()).train()
+    q(torch.randn(8))
+    assert q.has_range
+    q.load_state_dict(FakeQuantizer(QuantSpec(), mode=Mode.FROZEN).state_dict())
+    assert q.mode is Mode.FROZEN and not q.has_range
+    with pytest.raises(RuntimeError, match="has no observed range yet"):
+        q(torch.randn(8))
+
+
+@pytest.mark.parametrize("code", [4, 255])
+def test_load_state_dict_rejects_unknown_mode_code(code):
+    q = FakeQuantizer(QuantSpec())
+    sd = q.state_dict()
+    sd["mode_code"] = torch.tensor(code, dtype=torch.uint8)
+    with pytest.raises(
+        RuntimeError, match=re.escape(f"mode_code: {code} is not a Mode (0=OBSERVE")
+    ):
+        q.load_state_dict(sd)
+    assert q.mode is Mode.OBSERVE and q.mode_code.item() == 0
+
+
+class _RecordOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("mode", [Mode.OBSERVE, Mode.FROZEN, Mode.LEARN])
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_reads_no_tensor_on_the_host(mode, training):
+    """No .item() / bool(tensor) in forward once a range is known: such a read waits for the
+    device and breaks a torch.compile graph."""
+    q = FakeQuantizer(QuantSpec(per_channel=True, axis=1), channels=3).train()
+    q(torch.randn(4, 3))
+    q.set_mode(mode).train(training)
+    with _RecordOps() as rec:
+        q(torch.randn(4, 3))
+    assert rec.names, "the recorder saw nothing"
+    host_reads = [n for n in rec.names if n.startswith(("_local_scalar_dense", "all", "any"))]
+    assert not host_reads, rec.names
+
+
+@pytest.fixture
+def fresh_compile_cache(tmp_path):
+    torch._dynamo.reset()
+    with torch._inductor.utils.fresh_cache(dir=str(tmp_path)):
+        yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("mode", [Mode.OBSERVE, Mode.FROZEN, Mode.LEARN])
+@pytest.mark.parametrize(
+    "spec",
+    [QuantSpec(), QConfig().weight.replace(axis=1)],
+    ids=["ema_per_tensor", "weight_per_channel"],
+)
+def test_compile_fullgraph_matches_eager(fresh_compile_cache, mode, spec):
+    channels = 5 if spec.per_channel else None
+    xs = batches(4, (6, 5), seed=11, scale=2.0)
+    eager = FakeQuantizer(spec, channels=channels).train()
+    eager(xs[0] * 0.5)
+    eager.set_mode(mode)
+    compiled_q = FakeQuantizer(spec, channels=channels).train()
+    compiled_q.load_state_dict(eager.state_dict())
+    compiled = torch.compile(compiled_q, fullgraph=True, dynamic=False)
+    for x in xs:
+        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ye, yc = eager(xe), compiled(xc)
+        assert_bitwise_equal(yc, ye)
+        g = torch.linspace(-1.0, 1.0, ye.numel()).reshape(ye.shape)
+        (ye * g).sum().backward()
+        (yc * g).sum().backward()
+        assert_bitwise_equal(xc.grad, xe.grad)
+        for name, t in eager.state_dict().items():
+            assert_bitwise_equal(compiled_q.state_dict()[name], t)
+    if mode is Mode.LEARN:
+        assert_bitwise_equal(compiled_q.learned_max.grad, eager.learned_max.grad)
+        assert (eager.learned_max.grad != 0).any()
+    if mode is Mode.OBSERVE:  # the compiled graph really observed
+        axis = spec.axis if spec.per_channel else None
+        want = ref_state([xs[0] * 0.5, *xs], spec.range_source, spec.ema_decay, axis)
+        assert_bitwise_equal(compiled_q.observed_max, want[1])
