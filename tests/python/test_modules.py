@@ -558,6 +558,44 @@ def test_quant_add():
     assert len([m for m in add.modules() if isinstance(m, edgeqat.FakeQuantizer)]) == 1
 
 
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_quant_add_fused_activation(activation):
+    # The output range is observed after the activation (the int8 add clamps, then has one set
+    # of output parameters), so negative sums do not widen it.
+    torch.manual_seed(52)
+    add = QuantAdd(activation=activation)
+    a, b = 4 * torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    act = F.relu if activation == "relu" else F.relu6
+    assert torch.equal(add(a, b), fq_act(act(a + b)))
+    assert float(add.out_quant.quantizer.observed_min) == float(act(a + b).min()) == 0.0
+    with pytest.raises(ValueError, match="activation.*'gelu'"):
+        QuantAdd(activation="gelu")
+
+
+def test_shared_act_quant_uses_the_source_range_and_never_observes():
+    torch.manual_seed(53)
+    source = ActQuant()
+    shared = edgeqat.nn.SharedActQuant(source)
+    x = torch.randn(4, 8, 5, 5)
+    source(x)
+    lo, hi = source.quantizer.quant_range()
+    pooled = F.adaptive_avg_pool2d(x, 1) * 40  # wider than the source's range: clipped
+    assert float(pooled.max()) > float(hi)
+    y = shared(pooled)
+    assert torch.equal(y, ops.fake_quant_with_min_max_vars(pooled, lo, hi, 8, False))
+    assert torch.equal(source.quantizer.quant_range()[1], hi)  # no observation
+    assert list(shared.state_dict()) == [] and list(shared.parameters()) == []
+    # LEARN: gradients reach the source's learned range through the shared use too.
+    source.quantizer.learn()
+    shared(pooled).sum().backward()
+    assert source.quantizer.learned_max.grad is not None
+    assert float(source.quantizer.learned_max.grad) != 0.0
+    source.quantizer.disable()
+    assert torch.equal(shared(pooled), pooled)
+    with pytest.raises(TypeError, match="ActQuant"):
+        edgeqat.nn.SharedActQuant(torch.nn.ReLU())
+
+
 # --------------------------------------------------------------------------------------------
 # A small model: controls and a state_dict round trip mid-training
 

@@ -122,22 +122,32 @@ class ConvBn2d(_Conv2dBase):
             out_channels, eps=eps, momentum=momentum, device=device, dtype=dtype
         )
         self.register_buffer("bn_frozen", torch.tensor(False, device=device))
+        # Python mirror of bn_frozen read by forward: reading the buffer would be a host sync
+        # and a torch.compile graph break every step. Kept in step by freeze_bn / unfreeze_bn
+        # and by load_state_dict.
+        self._bn_frozen = False
 
     # -- BN state -------------------------------------------------------------------------------
 
     def freeze_bn(self) -> ConvBn2d:
         """Stop updating the running statistics and train the folded inference graph."""
         self.bn_frozen.fill_(True)
+        self._bn_frozen = True
         return self
 
     def unfreeze_bn(self) -> ConvBn2d:
         """Go back to batch statistics in training mode."""
         self.bn_frozen.fill_(False)
+        self._bn_frozen = False
         return self
 
     @property
     def is_bn_frozen(self) -> bool:
-        return bool(self.bn_frozen)
+        return self._bn_frozen
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._bn_frozen = bool(self.bn_frozen)
 
     # -- folding --------------------------------------------------------------------------------
 
@@ -164,7 +174,7 @@ class ConvBn2d(_Conv2dBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = self._fold_factor()
         weight_q = self.weight_quant(self.weight * factor.reshape(-1, 1, 1, 1))
-        if self.training and not self.bn_frozen:
+        if self.training and not self._bn_frozen:
             y = self._forward_batch_stats(x, weight_q, factor)
         else:
             y = self._conv(x, weight_q, self._folded_bias(factor))
@@ -246,6 +256,5 @@ class ConvBn2d(_Conv2dBase):
 
     def extra_repr(self) -> str:
         return (
-            super().extra_repr()
-            + f", activation={self.activation!r}, bn_frozen={bool(self.bn_frozen)}"
+            super().extra_repr() + f", activation={self.activation!r}, bn_frozen={self._bn_frozen}"
         )
