@@ -3,7 +3,8 @@
 State lives in buffers and parameters only (``observed_min``,
 ``observed_max``, ``learned_min``, ``learned_max``, ``mode_code``), so
 ``state_dict`` / ``load_state_dict`` restore a QAT run mid-training exactly.
-The arithmetic is ``torch.ops.edgeqat.observe_min_max_`` and
+The arithmetic is ``torch.ops.edgeqat.observe_fake_quant_`` (an observer step
+and the fake quant in one op) and
 ``torch.ops.edgeqat.fake_quant_with_min_max_vars[_per_channel]``.
 
 ``forward`` reads no tensor value on the host: the mode is mirrored in a
@@ -181,18 +182,22 @@ class FakeQuantizer(nn.Module):
         if mode is Mode.OFF:
             return x
         if mode is Mode.OBSERVE and self.training:
-            torch.ops.edgeqat.observe_min_max_(
-                self.observed_min,
-                self.observed_max,
-                x.detach(),
-                self.spec.axis if self.spec.per_channel else None,
-                self.spec.averaging_constant,
-                self.spec.range_source == "running",
-            )
             # A non-empty batch fills every entry (each channel slice is
             # non-empty too); numel is static to torch.compile.
             if not self._range_known and x.numel() > 0:
                 self._range_known = True
+            # observe_min_max_, observed_range() and the fake quant in one op.
+            return torch.ops.edgeqat.observe_fake_quant_(
+                self.observed_min,
+                self.observed_max,
+                x,
+                self.spec.axis if self.spec.per_channel else None,
+                self.spec.averaging_constant,
+                self.spec.range_source == "running",
+                self.spec.symmetric,
+                self.spec.num_bits,
+                self.spec.narrow_range,
+            )
         if mode is Mode.LEARN:
             lo, hi = self.learned_range()
         else:

@@ -41,4 +41,17 @@ void observe_min_max_(at::Tensor& running_min, at::Tensor& running_max, const at
                       std::optional<int64_t> axis = std::nullopt,
                       double averaging_constant = 1.0, bool accumulate = false);
 
+// One observer step of a fake quantizer, fused: observe_min_max_ on
+// [observed_min, observed_max] (same arguments, same state, bit for bit),
+// then fake_quant_with_min_max_vars[_per_channel] of x with the range made
+// from the updated state: [min(observed_min, 0), max(observed_max, 0)], or
+// [-b, b] with b the larger magnitude when `symmetric`. Returns the
+// fake-quantized x (x's shape, dtype and layout). Gradient: to x only,
+// straight through inside the nudged range; the state must not require grad.
+at::Tensor observe_fake_quant_(at::Tensor& observed_min, at::Tensor& observed_max,
+                               const at::Tensor& x, std::optional<int64_t> axis = std::nullopt,
+                               double averaging_constant = 1.0, bool accumulate = false,
+                               bool symmetric = false, int64_t num_bits = 8,
+                               bool narrow_range = false);
+
 }  // namespace edgeqat
