@@ -1,5 +1,9 @@
 // Everything a LibTorch program needs from edgeqat.
 #pragma once
 
+#include "edgeqat/nn/config.h"
+#include "edgeqat/nn/controls.h"
+#include "edgeqat/nn/modules.h"
+#include "edgeqat/nn/quantizer.h"
 #include "edgeqat/ops.h"
 #include "edgeqat/version.h"

@@ -1,0 +1,107 @@
+// The fake quantizer as a LibTorch module: the C++ twin of Python's
+// edgeqat.FakeQuantizer (python/edgeqat/quantizer.py), over the same ops
+// (edgeqat::observe_min_max_, edgeqat::fake_quant_with_min_max_vars[_per_channel]).
+//
+// State lives in buffers and parameters only, with Python's names:
+//   observed_min, observed_max  buffers, [] per tensor or [channels] per channel,
+//                               +inf / -inf until the first batch is observed;
+//   learned_min, learned_max    parameters of the same shape (the LEARN ranges);
+//   mode_code                   uint8 0-dim buffer holding the Mode.
+// So torch::save / torch::load (and a Python state_dict copied by name)
+// restore a quantizer mid-training exactly, its mode included.
+#pragma once
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <utility>
+
+#include "edgeqat/nn/config.h"
+
+namespace edgeqat::nn {
+
+// What a FakeQuantizer does in forward (the values are Python's Mode values,
+// stored in mode_code):
+//  - Observe: in training mode, fold the batch into the observed range, then
+//    fake-quantize with it; in eval mode, only fake-quantize.
+//  - Frozen: fake-quantize with the observed range, never update it.
+//  - Learn: fake-quantize with learned_min / learned_max, parameters trained
+//    by gradient (initialised from the observed range).
+//  - Off: identity.
+enum class Mode : uint8_t { Observe = 0, Frozen = 1, Learn = 2, Off = 3 };
+
+// "OBSERVE", "FROZEN", "LEARN" or "OFF" (Python's Mode names).
+const char* mode_name(Mode mode);
+
+// A (min, max) pair of range tensors.
+using Range = std::pair<torch::Tensor, torch::Tensor>;
+
+// Fake-quantizes a tensor with TensorFlow's FakeQuantWithMinMaxVars.
+//   spec:     grid and range source.
+//   channels: number of channels along spec.axis(); required (positive) when
+//             spec.per_channel(), ignored otherwise.
+//   mode:     initial mode; Learn is refused (it needs an observed range:
+//             observe data first, then call learn()).
+// The quantization range always contains 0 and is [-b, b] when symmetric.
+//
+//   edgeqat::nn::FakeQuantizer q(edgeqat::nn::QuantSpec{});  // EMA activation quantizer
+//   auto y = q(torch::randn({8, 16}));                        // observes, then quantizes
+//   q->learn();                                               // ranges become parameters
+class FakeQuantizerImpl : public torch::nn::Cloneable<FakeQuantizerImpl> {
+ public:
+  explicit FakeQuantizerImpl(const QuantSpec& spec, std::optional<int64_t> channels = std::nullopt,
+                             Mode mode = Mode::Observe);
+
+  // (Re)creates the state: nothing observed, learned ranges 0, the initial mode.
+  void reset() override;
+
+  // Input of any shape (per channel: spec.axis() must have `channels`
+  // entries); the output has the input's shape and dtype.
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // The mode stored in mode_code (checked: a loaded mode_code outside 0..3 is
+  // an error naming the value).
+  Mode mode() const;
+  // Switching to Learn from another mode initialises learned_min / learned_max
+  // from observed_range() (an error if nothing was observed).
+  FakeQuantizerImpl& set_mode(Mode mode);
+  FakeQuantizerImpl& observe() { return set_mode(Mode::Observe); }
+  FakeQuantizerImpl& freeze() { return set_mode(Mode::Frozen); }
+  FakeQuantizerImpl& learn() { return set_mode(Mode::Learn); }
+  FakeQuantizerImpl& disable() { return set_mode(Mode::Off); }
+
+  // Whether every channel has observed data.
+  bool has_range() const;
+  // The observed range widened to contain 0, symmetric if the spec says so;
+  // detached. An error if has_range() is false.
+  Range observed_range() const;
+  // The learned range as used in forward (differentiable): symmetric
+  // [-|learned_max|, |learned_max|]; otherwise [learned_min, max(learned_max,
+  // learned_min)] (ends that crossed make a one-point range, not an invalid one).
+  Range learned_range() const;
+  // The range used now (learned in Learn mode, observed otherwise), detached.
+  Range quant_range() const;
+
+  const QuantSpec& spec() const { return spec_; }
+  std::optional<int64_t> channels() const { return channels_; }
+
+  void pretty_print(std::ostream& stream) const override;
+
+  torch::Tensor observed_min, observed_max, learned_min, learned_max, mode_code;
+
+ private:
+  // "FakeQuantizer(per-tensor, 8 bits)", for error messages (as Python's _describe).
+  std::string describe() const;
+
+  QuantSpec spec_;
+  std::optional<int64_t> channels_;
+  Mode initial_mode_;
+};
+TORCH_MODULE(FakeQuantizer);
+
+}  // namespace edgeqat::nn
