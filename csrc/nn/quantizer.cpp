@@ -1,6 +1,13 @@
 // QuantSpec / QConfig validation and the FakeQuantizer module: the C++ twins
 // of python/edgeqat/config.py and python/edgeqat/quantizer.py, with the same
 // checks and messages and the same ops in the same order.
+//
+// Unlike Python, which mirrors mode_code and "a range was seen" in host
+// attributes (kept in step by load_state_dict), forward reads mode_code (and,
+// outside Observe training, the observed range's validity) from the buffers:
+// C++ code commonly writes buffers directly (copying a Python state by name),
+// and a mirror would go stale. On CPU the reads cost nothing; on CUDA each is
+// a host sync.
 #include "edgeqat/nn/quantizer.h"
 
 #include <c10/util/Exception.h>
@@ -255,10 +262,13 @@ torch::Tensor FakeQuantizerImpl::forward(const torch::Tensor& x) {
   const Mode mode = this->mode();
   if (mode == Mode::Off) return x;
   if (mode == Mode::Observe && is_training()) {
-    edgeqat::observe_min_max_(
-        observed_min, observed_max, x.detach(),
+    // observe_min_max_, observed_range() and the fake quant in one op (bit for
+    // bit the three), as Python's FakeQuantizer.forward.
+    return edgeqat::observe_fake_quant_(
+        observed_min, observed_max, x,
         spec_.per_channel() ? std::optional<int64_t>(spec_.axis()) : std::nullopt,
-        spec_.averaging_constant(), spec_.range_source() == RangeSource::Running);
+        spec_.averaging_constant(), spec_.range_source() == RangeSource::Running, spec_.symmetric(),
+        spec_.num_bits(), spec_.narrow_range());
   }
   auto [lo, hi] = mode == Mode::Learn ? learned_range() : observed_range();
   lo = lo.to(x.device());

@@ -1,6 +1,7 @@
 // The fake quantizer as a LibTorch module: the C++ twin of Python's
 // edgeqat.FakeQuantizer (python/edgeqat/quantizer.py), over the same ops
-// (edgeqat::observe_min_max_, edgeqat::fake_quant_with_min_max_vars[_per_channel]).
+// (edgeqat::observe_fake_quant_ while observing in training mode,
+// edgeqat::fake_quant_with_min_max_vars[_per_channel] otherwise).
 //
 // State lives in buffers and parameters only, with Python's names:
 //   observed_min, observed_max  buffers, [] per tensor or [channels] per channel,
