@@ -302,15 +302,18 @@ torch::Tensor ConvBn2dImpl::forward(const torch::Tensor& x) {
 torch::Tensor ConvBn2dImpl::forward_batch_stats(const torch::Tensor& x,
                                                 const torch::Tensor& weight_q,
                                                 const torch::Tensor& factor) {
-  // gamma = 0 channels: the float weight, divided by 1 (see modules.h).
-  // torch::where rather than a branch on the values keeps the path free of host syncs.
-  const auto zero = factor == 0;
-  const auto safe_factor = torch::where(zero, torch::ones_like(factor), factor);
-  const auto w = torch::where(zero.reshape({-1, 1, 1, 1}), weight, weight_q);
-  // (C, 1, 1) broadcasts over [N, C, H, W]; the conv runs without bias, which
-  // is added after the un-fold as in the float model.
-  auto y = conv2d(options, x, w, torch::Tensor()) / safe_factor.reshape({-1, 1, 1});
-  if (bias.defined()) y = y + bias.reshape({-1, 1, 1});
+  // The un-fold divides the quantized weight, not the conv output (conv is
+  // linear in the weight): one pass over the weight instead of two over the
+  // output, and the conv output is not kept for the backward. gamma = 0
+  // channels: the float weight (see modules.h). torch::where rather than a
+  // branch on the values keeps the path free of host syncs. Same op order as
+  // Python's ConvBn2d, so the results are bit for bit the same.
+  const auto zero = (factor == 0).reshape({-1, 1, 1, 1});
+  const auto safe_factor = torch::where(
+      zero, torch::ones_like(weight_q.narrow(1, 0, 1).narrow(2, 0, 1).narrow(3, 0, 1)),
+      factor.reshape({-1, 1, 1, 1}));
+  const auto w = torch::where(zero, weight, weight_q / safe_factor);
+  const auto y = conv2d(options, x, w, bias);
   return bn(y);
 }
 

@@ -458,7 +458,7 @@ Tensor activation_ref(const Tensor& y, qnn::Activation a) {
 
 }  // namespace
 
-TEST_CASE("ConvBn2d in training: fq(W * f) conv, divided by f, + bias, then BN on batch statistics",
+TEST_CASE("ConvBn2d in training: conv with fq(W * f) / f and the bias, then BN on batch statistics",
           "[nn][convbn]") {
   torch::manual_seed(7);
   const std::vector<qnn::ConvBn2dOptions> cases = {
@@ -482,13 +482,12 @@ TEST_CASE("ConvBn2d in training: fq(W * f) conv, divided by f, + bias, then BN o
       const auto f = gamma / torch::sqrt(var + o.eps());
       const auto wq = ref_weight_fq(w * f.reshape({-1, 1, 1, 1}));
       namespace F = torch::nn::functional;
-      auto z = F::conv2d(x, wq,
-                         F::Conv2dFuncOptions()
-                             .stride(o.stride())
-                             .padding(std::get<torch::ExpandingArray<2>>(o.padding()))
-                             .groups(o.groups())) /
-               f.reshape({-1, 1, 1});
-      if (o.bias()) z = z + m->bias.detach().reshape({-1, 1, 1});
+      auto conv_options = F::Conv2dFuncOptions()
+                              .stride(o.stride())
+                              .padding(std::get<torch::ExpandingArray<2>>(o.padding()))
+                              .groups(o.groups());
+      if (o.bias()) conv_options = conv_options.bias(m->bias.detach());
+      auto z = F::conv2d(x, wq / f.reshape({-1, 1, 1, 1}), conv_options);
       const double momentum = o.momentum() ? *o.momentum() : 1.0 / (step + 1);
       z = torch::batch_norm(z, gamma, beta, mean, var, /*training=*/true, momentum, o.eps(), false);
       const auto yr = activation_ref(z, o.activation());

@@ -341,20 +341,18 @@ def test_convbn_eval_is_the_folded_conv(case):
 
 
 def simulate_training(x, conv, ref_bn, activation):
-    """The training-mode reference: conv with the fake-quantized folded weight, divided by the
-    fold factor, plus the conv bias, then the float BatchNorm2d with batch statistics (which
-    updates ref_bn's running statistics). gamma = 0 channels: the float conv output."""
+    """The training-mode reference: conv with the fake-quantized folded weight divided by the
+    fold factor (the un-folded weight on the folded grid) and the conv bias, then the float
+    BatchNorm2d with batch statistics (which updates ref_bn's running statistics). gamma = 0
+    channels: the float weight."""
     w, b = conv.weight, conv.bias
     f, w_fold, _ = fold(w, b, ref_bn.weight, ref_bn.bias, ref_bn.running_mean,
                         ref_bn.running_var, ref_bn.eps)  # fmt: skip
-    conv_q = F.conv2d(x, fq_weight(w_fold), None, **conv_args(conv))
-    nonzero, zero = (f != 0).nonzero()[:, 0], (f == 0).nonzero()[:, 0]
-    y = torch.empty_like(conv_q)
-    y[:, nonzero] = conv_q[:, nonzero] / f[nonzero].reshape(-1, 1, 1)
-    if len(zero):
-        y[:, zero] = F.conv2d(x, w, None, **conv_args(conv))[:, zero]
-    if b is not None:
-        y = y + b.reshape(-1, 1, 1)
+    w_q = fq_weight(w_fold)
+    channels = []
+    for c in range(w.shape[0]):
+        channels.append(w[c] if f[c] == 0 else w_q[c] / f[c])
+    y = F.conv2d(x, torch.stack(channels), b, **conv_args(conv))
     return activate(ref_bn(y), activation)
 
 

@@ -29,8 +29,10 @@ class ConvBn2d(_Conv2dBase):
 
     ``forward`` depends on the mode:
 
-    - training mode, BN not frozen (PyTorch's conv_fused approach): ``y = conv(x, fq(W')) / f
-      + b`` undoes the fold to recover the un-folded conv output (with quantized weights), and
+    - training mode, BN not frozen (PyTorch's conv_fused approach, with the un-fold moved onto
+      the weight): ``y = conv(x, fq(W') / f, b)`` undoes the fold to recover the un-folded
+      conv output (with quantized weights; equal to PyTorch's ``conv(x, fq(W')) / f + b`` up to
+      float rounding, one pass over the weight instead of the output), and
       ``self.bn`` normalises it with the batch statistics and updates its running statistics
       exactly as torch.nn.BatchNorm2d does (its ``momentum``, ``None`` for a cumulative
       average). The output is BN's training output, so the float model's training dynamics are
@@ -44,7 +46,7 @@ class ConvBn2d(_Conv2dBase):
     ``gamma = 0`` channels: ``f = 0`` there, so ``W'`` and the quantized weight are 0 and
     ``b' = beta`` (the exact BN output, ``0 * x_hat + beta``). Dividing by ``f`` would give
     0 / 0 = NaN in the training path, so there the channel's conv uses the float weight ``W``
-    and is divided by 1 instead: BN's output for that channel is still exactly ``beta`` (whatever
+    instead of ``fq(W') / f``: BN's output for that channel is still exactly ``beta`` (whatever
     the finite conv output is), its running statistics follow the float conv output, as a float
     BatchNorm2d's would, and ``gamma`` gets its gradient ``sum(grad * x_hat)`` so it can leave
     0. ``weight_quant`` still sees the folded weight (0 in that channel), so the quantizer's view
@@ -187,17 +189,18 @@ class ConvBn2d(_Conv2dBase):
     def _forward_batch_stats(
         self, x: torch.Tensor, weight_q: torch.Tensor, factor: torch.Tensor
     ) -> torch.Tensor:
-        # gamma = 0 channels: the float weight, divided by 1 (see the class docstring). torch.where
-        # rather than a branch on the values keeps the path free of host syncs.
-        zero = factor == 0
-        safe_factor = torch.where(zero, torch.ones_like(factor), factor)
-        weight_q = torch.where(zero.reshape(-1, 1, 1, 1), self.weight, weight_q)
-        # (C, 1, 1) broadcasts over [N, C, H, W]; the conv runs without bias, which is added
-        # after the un-fold as in the float model.
-        y = self._conv(x, weight_q, None) / safe_factor.reshape(-1, 1, 1)
-        if self.bias is not None:
-            y = y + self.bias.reshape(-1, 1, 1)
-        return self.bn(y)
+        # The un-fold divides the quantized weight, not the conv output: conv is linear in the
+        # weight, so conv(x, fq(W') / f) = conv(x, fq(W')) / f up to float rounding, and
+        # a pass over the weight is cheaper than a pass over the output, in the forward and in
+        # the backward (which, dividing the output, would also keep the conv output alive).
+        # gamma = 0 channels: the float weight, divided by 1 (see the class docstring).
+        # torch.where rather than a branch on the values keeps the path free of host syncs.
+        zero = (factor == 0).reshape(-1, 1, 1, 1)
+        safe_factor = torch.where(
+            zero, torch.ones_like(weight_q[:, :1, :1, :1]), factor.reshape(-1, 1, 1, 1)
+        )
+        weight = torch.where(zero, self.weight, weight_q / safe_factor)
+        return self.bn(self._conv(x, weight, self.bias))
 
     # -- conversion -----------------------------------------------------------------------------
 

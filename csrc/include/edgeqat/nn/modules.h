@@ -180,14 +180,16 @@ struct ConvBn2dOptions {
 //   f = gamma / sqrt(running_var + eps)   (per output channel),
 //   W' = W * f,  b' = (b - running_mean) * f + beta   (b = 0 without a conv bias),
 // and weight_quant always sees W' (running statistics). forward:
-//  - training mode, BN not frozen: y = conv(x, fq(W')) / f + b, then bn(y)
+//  - training mode, BN not frozen: y = conv(x, fq(W') / f, b), then bn(y)
 //    with batch statistics, updating the running statistics exactly as
 //    torch::nn::BatchNorm2d (momentum, num_batches_tracked);
 //  - after freeze_bn(), or in eval mode: conv(x, fq(W'), b'), exactly the
 //    graph the int8 export computes; running statistics no longer change.
 // then the activation (ReLU6 = clamp(y, 0, 6)).
+//    (the un-fold on the weight: PyTorch's conv(x, fq(W')) / f + b up to
+//    float rounding, with one pass over the weight instead of the output);
 // gamma = 0 channels (f = 0): the training path uses the float weight there
-// and divides by 1, so no 0 / 0; BN's output for the channel is still beta.
+// instead of fq(W') / f, so no 0 / 0; BN's output for the channel is still beta.
 //
 // Names: weight, bias (if bias), weight_quant.*, bn.{weight, bias,
 // running_mean, running_var, num_batches_tracked}, bn_frozen (bool 0-dim buffer).
