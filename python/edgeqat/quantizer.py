@@ -1,11 +1,13 @@
 """The fake quantizer: a range source, a grid and a mode, over the C++ ops.
 
 State lives in buffers and parameters only (``observed_min``,
-``observed_max``, ``learned_min``, ``learned_max``, ``mode_code``), so
-``state_dict`` / ``load_state_dict`` restore a QAT run mid-training exactly.
-The arithmetic is ``torch.ops.edgeqat.observe_fake_quant_`` (an observer step
-and the fake quant in one op) and
-``torch.ops.edgeqat.fake_quant_with_min_max_vars[_per_channel]``.
+``observed_max``, ``learned_min``, ``learned_max``, ``mode_code``, and for the
+histogram range source ``histogram``, ``histogram_min``, ``histogram_max``),
+so ``state_dict`` / ``load_state_dict`` restore a QAT run (or a calibration)
+mid-way exactly. The arithmetic is ``torch.ops.edgeqat.observe_fake_quant_``
+(an observer step and the fake quant in one op),
+``torch.ops.edgeqat.fake_quant_with_min_max_vars[_per_channel]`` and, for the
+histogram source, ``observe_histogram_`` / ``histogram_range``.
 
 ``forward`` reads no tensor value on the host: the mode is mirrored in a
 Python attribute (kept in step with ``mode_code`` by :meth:`set_mode` and by
@@ -30,7 +32,9 @@ class Mode(enum.IntEnum):
     """What a :class:`FakeQuantizer` does in ``forward``.
 
     - ``OBSERVE``: in training mode, fold the batch into the observed range,
-      then fake-quantize with it; in eval mode, only fake-quantize.
+      then fake-quantize with it; in eval mode, only fake-quantize. With the
+      ``"histogram"`` range source, training mode only adds the batch to the
+      histogram and returns it unchanged (calibration runs in float).
     - ``FROZEN``: fake-quantize with the observed range, never update it.
     - ``LEARN``: fake-quantize with ``learned_min`` / ``learned_max``,
       parameters trained by gradient (initialised from the observed range).
@@ -56,10 +60,26 @@ class FakeQuantizer(nn.Module):
     ``[channels]`` per channel. The quantization range always contains 0
     (the int8 spec needs an exact zero) and is ``[-b, b]`` when symmetric.
 
+    Histogram range source (``spec.range_source == "histogram"``, post-training
+    calibration; docs/observers.md): buffers ``histogram`` (``[bins]`` int64
+    counts), ``histogram_min`` / ``histogram_max`` (``[]`` float64, the range
+    the bins cover). In ``OBSERVE`` and training mode ``forward`` adds the
+    batch to the histogram and returns it unchanged, like TFLite's calibrator,
+    which runs the float model. The range is chosen from the histogram
+    (``spec.histogram_method``) and written into ``observed_min`` /
+    ``observed_max`` by :meth:`select_range`, which runs by itself when the
+    quantizer leaves ``OBSERVE`` (:meth:`freeze`, :meth:`learn`) and whenever
+    the range is needed after new data (eval mode, :meth:`observed_range`);
+    from then on ``FROZEN``, ``LEARN`` and export work as for any source.
+
     Example:
         >>> q = FakeQuantizer(QuantSpec())          # EMA activation quantizer
         >>> y = q(torch.randn(8, 16))               # observes, then quantizes
         >>> q.learn()                               # ranges become parameters
+        >>> c = FakeQuantizer(QuantSpec(range_source="histogram")).train()
+        >>> for x in calibration_batches:
+        ...     c(x)                                # float: fills the histogram
+        >>> c.freeze()                              # MSE range chosen from it
     """
 
     def __init__(
@@ -86,13 +106,21 @@ class FakeQuantizer(nn.Module):
         self.learned_min = nn.Parameter(torch.zeros(shape))
         self.learned_max = nn.Parameter(torch.zeros(shape))
         self.register_buffer("mode_code", torch.tensor(int(Mode(mode)), dtype=torch.uint8))
+        if spec.range_source == "histogram":
+            # int64 counts stay exact (and survive model.half()); float64 ends
+            # keep the bin edges exact as the range grows. min > max: empty.
+            self.register_buffer("histogram", torch.zeros(spec.histogram_bins, dtype=torch.int64))
+            self.register_buffer("histogram_min", torch.tensor(float("inf"), dtype=torch.float64))
+            self.register_buffer("histogram_max", torch.tensor(float("-inf"), dtype=torch.float64))
         # Python mirrors of the state, read by forward instead of the buffers
         # (a buffer read is a host sync and a torch.compile graph break):
         # _mode is mode_code; _range_known records that every entry of the
         # observed range has been seen filled (it cannot empty again except
-        # through load_state_dict, which recomputes it).
+        # through load_state_dict, which recomputes it); _histogram_pending
+        # that the histogram holds data not yet turned into the observed range.
         self._mode = Mode(mode)
         self._range_known = False
+        self._histogram_pending = False
 
     # -- mode ---------------------------------------------------------------
 
@@ -103,6 +131,8 @@ class FakeQuantizer(nn.Module):
 
     def set_mode(self, mode: Mode) -> FakeQuantizer:
         mode = Mode(mode)
+        if mode in (Mode.FROZEN, Mode.LEARN) and self._histogram_pending:
+            self.select_range()
         if mode is Mode.LEARN and self._mode is not Mode.LEARN:
             self._init_learned_from_observed()
         self.mode_code.fill_(int(mode))
@@ -113,10 +143,12 @@ class FakeQuantizer(nn.Module):
         return self.set_mode(Mode.OBSERVE)
 
     def freeze(self) -> FakeQuantizer:
+        """Stop observing (a histogram source chooses its range now)."""
         return self.set_mode(Mode.FROZEN)
 
     def learn(self) -> FakeQuantizer:
-        """Make the ranges parameters, starting from the observed range."""
+        """Make the ranges parameters, starting from the observed range (a
+        histogram source chooses it now)."""
         return self.set_mode(Mode.LEARN)
 
     def disable(self) -> FakeQuantizer:
@@ -124,24 +156,75 @@ class FakeQuantizer(nn.Module):
 
     @property
     def has_range(self) -> bool:
-        """Whether every channel has observed data (reads the state: a host sync)."""
-        if not self._range_known:
+        """Whether every channel has observed data (for a histogram source: the
+        histogram has data, the range is chosen from it when first needed).
+        Reads the state: a host sync, until a range has been seen."""
+        if not (self._range_known or self._histogram_pending):
             self._range_known = bool((self.observed_min <= self.observed_max).all())
-        return self._range_known
+        return self._range_known or self._histogram_pending
 
     # -- ranges ---------------------------------------------------------------
 
     def observed_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The quantization range made from the observed one: widened to
-        contain 0, symmetric if the spec says so. Detached."""
+        contain 0, symmetric if the spec says so. Detached. A histogram source
+        first chooses its range if new data arrived since the last choice."""
         self._require_range()
         return self._derived_range()
 
-    def _require_range(self) -> None:
-        if not self.has_range:
+    def select_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Choose the range from the histogram (``spec.histogram_method``) and
+        write it into ``observed_min`` / ``observed_max``; returns it as
+        :meth:`observed_range` does. Only for ``range_source="histogram"``;
+        runs by itself on :meth:`freeze` / :meth:`learn` and when the range is
+        needed after new data. The choice depends only on the histogram, so
+        calling it again without new data gives the same range.
+
+        Example:
+            >>> q = FakeQuantizer(QuantSpec(range_source="histogram")).train()
+            >>> q(torch.randn(1000))
+            >>> lo, hi = q.select_range()
+        """
+        spec = self.spec
+        if spec.range_source != "histogram":
             raise RuntimeError(
-                f"{self._describe()} has no observed range yet: run data through it in "
-                "OBSERVE mode (model.train()) or calibrate before freezing or evaluating"
+                f"{self._describe()}: select_range() chooses a range from a histogram; this "
+                f"quantizer has range_source={spec.range_source!r}, not 'histogram'"
+            )
+        if not self._histogram_pending and not bool(self.histogram_min <= self.histogram_max):
+            raise RuntimeError(
+                f"{self._describe()} has an empty histogram: run calibration data through it "
+                "in OBSERVE mode (model.train()) first"
+            )
+        lo, hi = torch.ops.edgeqat.histogram_range(
+            self.histogram,
+            self.histogram_min,
+            self.histogram_max,
+            spec.histogram_method,
+            float(spec.percentile),
+            spec.num_bits,
+            spec.narrow_range,
+            spec.symmetric,
+        )
+        with torch.no_grad():
+            self.observed_min.copy_(lo)
+            self.observed_max.copy_(hi)
+        self._histogram_pending = False
+        self._range_known = True
+        return self._derived_range()
+
+    def _require_range(self) -> None:
+        if self._histogram_pending:
+            self.select_range()
+        if not self.has_range:
+            hint = (
+                "run calibration data through it in OBSERVE mode (model.train())"
+                if self.spec.range_source == "histogram"
+                else "run data through it in OBSERVE mode (model.train()) or calibrate"
+            )
+            raise RuntimeError(
+                f"{self._describe()} has no observed range yet: {hint} before freezing or "
+                "evaluating"
             )
 
     def _derived_range(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +264,13 @@ class FakeQuantizer(nn.Module):
         mode = self._mode
         if mode is Mode.OFF:
             return x
+        if mode is Mode.OBSERVE and self.training and self.spec.range_source == "histogram":
+            torch.ops.edgeqat.observe_histogram_(
+                self.histogram, self.histogram_min, self.histogram_max, x
+            )
+            if not self._histogram_pending and x.numel() > 0:
+                self._histogram_pending = True
+            return x  # calibration runs in float
         if mode is Mode.OBSERVE and self.training:
             # A non-empty batch fills every entry (each channel slice is
             # non-empty too); numel is static to torch.compile.
@@ -201,8 +291,8 @@ class FakeQuantizer(nn.Module):
         if mode is Mode.LEARN:
             lo, hi = self.learned_range()
         else:
-            if not self._range_known:
-                self._require_range()  # reads the state until a range is seen
+            if not self._range_known or self._histogram_pending:
+                self._require_range()  # until a range is seen; after new histogram data
             lo, hi = self._derived_range()
         lo, hi = lo.to(x.device), hi.to(x.device)
         if self.spec.per_channel:
@@ -234,17 +324,28 @@ class FakeQuantizer(nn.Module):
         if len(error_msgs) == errors_before:
             # The buffers changed behind the mirrors: read them again (once).
             self._mode = Mode(int(self.mode_code))
-            self._range_known = False
-            self._range_known = self.has_range
+            self._range_known = bool((self.observed_min <= self.observed_max).all())
+            # A saved histogram with a saved range: the range was chosen from it.
+            self._histogram_pending = (
+                self.spec.range_source == "histogram"
+                and not self._range_known
+                and bool(self.histogram_min <= self.histogram_max)
+            )
 
     def _describe(self) -> str:
         kind = f"per-channel (axis {self.spec.axis})" if self.spec.per_channel else "per-tensor"
-        return f"FakeQuantizer({kind}, {self.spec.num_bits} bits)"
+        source = ", histogram" if self.spec.range_source == "histogram" else ""
+        return f"FakeQuantizer({kind}, {self.spec.num_bits} bits{source})"
 
     def extra_repr(self) -> str:
         s = self.spec
-        return (
+        text = (
             f"mode={self._mode.name}, num_bits={s.num_bits}, narrow_range={s.narrow_range}, "
             f"symmetric={s.symmetric}, per_channel={s.per_channel}, axis={s.axis}, "
             f"range_source={s.range_source!r}"
         )
+        if s.range_source == "histogram":
+            text += f", histogram_bins={s.histogram_bins}, histogram_method={s.histogram_method!r}"
+            if s.histogram_method == "percentile":
+                text += f", percentile={s.percentile}"
+        return text

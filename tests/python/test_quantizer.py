@@ -119,7 +119,8 @@ def test_quant_spec_range_source_invalid(source):
     with pytest.raises(
         ValueError,
         match=re.escape(
-            f"QuantSpec.range_source must be 'last', 'ema' or 'running', got {source!r}"
+            "QuantSpec.range_source must be 'last', 'ema', 'running' or 'histogram', "
+            f"got {source!r}"
         ),
     ):
         QuantSpec(range_source=source)

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <tuple>
 
 namespace edgeqat {
 
@@ -53,5 +54,29 @@ at::Tensor observe_fake_quant_(at::Tensor& observed_min, at::Tensor& observed_ma
                                double averaging_constant = 1.0, bool accumulate = false,
                                bool symmetric = false, int64_t num_bits = 8,
                                bool narrow_range = false);
+
+// Histogram observer, in place: adds the values of x to `histogram` (1-D
+// int64 counts, bins of equal width over [hist_min, hist_max], 0-dim float32
+// or float64; hist_min > hist_max means empty). The first batch sets the
+// range to its min / max; a batch outside it widens the range by a power of
+// two, so old bins merge whole and every count stays exact. Empty x: no
+// change. NaN/inf in x: error.
+void observe_histogram_(at::Tensor& histogram, at::Tensor& hist_min, at::Tensor& hist_max,
+                        const at::Tensor& x);
+
+// The quantization range chosen from a histogram: method "percentile" keeps
+// `percentile` percent of the values (of |x| when symmetric); "mse" minimises
+// the expected squared error of fake_quant_with_min_max_vars with that range
+// (clipping and rounding, the range nudged as the op nudges it). Returns
+// (min, max) as float32 0-dim tensors on the histogram's device; the range
+// contains 0 and is [-b, b] when symmetric.
+std::tuple<at::Tensor, at::Tensor> histogram_range(const at::Tensor& histogram,
+                                                   const at::Tensor& hist_min,
+                                                   const at::Tensor& hist_max,
+                                                   c10::string_view method = "mse",
+                                                   double percentile = 99.99,
+                                                   int64_t num_bits = 8,
+                                                   bool narrow_range = false,
+                                                   bool symmetric = false);
 
 }  // namespace edgeqat
