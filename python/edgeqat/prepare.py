@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import operator
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -169,6 +170,11 @@ def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
     module = _module(gm, node)
     if module is not None:
         what = f"module '{node.target}' ({type(module).__name__})"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            what += (
+                " (batch norm is quantized only folded into the Conv2d right before it, when "
+                "that conv's output goes to it alone and each is called once)"
+            )
     else:
         target = node.target if isinstance(node.target, str) else _qualified(node.target)
         kind = "method" if node.op == "call_method" else "function"
@@ -183,6 +189,12 @@ def _qualified(fn: Callable) -> str:
     module = getattr(fn, "__module__", None) or ""
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
     return f"{module}.{name}" if module and module != "_operator" else f"operator.{name}"
+
+
+def _leaf_name(node: fx.Node) -> str:
+    """The name a new module made for ``node`` starts from: a module's attribute name, else the
+    node's name (``add``, ``cat``, ``sigmoid``)."""
+    return node.target.rpartition(".")[2] if node.op == "call_module" else node.name
 
 
 def _new_module_path(gm: fx.GraphModule, parent: str, name: str) -> str:
@@ -244,17 +256,25 @@ def _propagate_shapes(gm: fx.GraphModule, example_inputs: tuple) -> None:
             m.train(training)
 
 
+def _module_calls(gm: fx.GraphModule) -> Counter:
+    return Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+
+
 def _fuse_conv_bn(gm: fx.GraphModule, config: QConfig) -> None:
     """conv -> bn (-> relu / relu6) chains, where each link's output has one user, become one
-    ConvBn2d at the conv's path."""
+    ConvBn2d at the conv's path. A conv or batch norm called more than once (shared weights)
+    is not fused: one ConvBn2d cannot stand for two calls; such a batch norm is reported as
+    unsupported."""
+    calls = _module_calls(gm)
     for node in list(gm.graph.nodes):
         conv = _module(gm, node)
-        if not isinstance(conv, nn.Conv2d) or type(conv) is not nn.Conv2d or len(node.users) != 1:
+        if type(conv) is not nn.Conv2d or len(node.users) != 1 or calls[node.target] != 1:
             continue
         bn_node = next(iter(node.users))
         bn = _module(gm, bn_node)
         if (
-            not isinstance(bn, nn.BatchNorm2d)
+            type(bn) is not nn.BatchNorm2d
+            or calls[bn_node.target] != 1
             or bn_node.args[0] is not node
             or len(bn_node.args) != 1
         ):
@@ -304,7 +324,7 @@ def _swap_adds(gm: fx.GraphModule, config: QConfig) -> None:
                 last = user
             else:
                 activation = None
-        path = _new_module_path(gm, _owner_path(node), node.name)
+        path = _new_module_path(gm, _owner_path(node), _leaf_name(node))
         _set_module(gm, path, QuantAdd(config, activation=activation))
         with gm.graph.inserting_after(last):
             add = gm.graph.call_module(path, tuple(node.args))
@@ -360,10 +380,10 @@ def _place_quantizers(gm: fx.GraphModule, config: QConfig, unsupported: Unsuppor
             quant_of[node] = module.out_quant
             continue
         if isinstance(module, (ConvBn2d, QuantConv2d, QuantLinear)):
-            output_quantizer(node, node.target.rpartition(".")[2])
+            output_quantizer(node, _leaf_name(node))
             continue
         if _is_cat(node):
-            output_quantizer(node, node.name)
+            output_quantizer(node, _leaf_name(node))
             continue
         source = (
             quant_of.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
@@ -372,16 +392,16 @@ def _place_quantizers(gm: fx.GraphModule, config: QConfig, unsupported: Unsuppor
             quant_of[node] = source
             continue
         if _is_average_pool(gm, node) and source is not None:
-            path = _new_module_path(gm, _owner_path(node), f"{node.name}_quant")
+            path = _new_module_path(gm, _owner_path(node), f"{_leaf_name(node)}_quant")
             quant_of[_insert_after(gm, node, path, SharedActQuant(source))] = source
             quant_of[node] = source
             continue
         if _is_pass_through(gm, node) or _is_average_pool(gm, node):
             # The input is float (an unsupported op left in float): quantize the output anew.
-            output_quantizer(node, node.name)
+            output_quantizer(node, _leaf_name(node))
             continue
         if unsupported == "float":
-            output_quantizer(node, node.name)
+            output_quantizer(node, _leaf_name(node))
             continue
         problems.append(_describe(gm, node))
 
@@ -430,6 +450,11 @@ def _prepare(
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
+    # The new modules take the model's train / eval mode (swapped ones copied their original's).
+    gm.training = model.training
+    for module in gm.modules():
+        if isinstance(module, (ActQuant, QuantAdd, SharedActQuant)):
+            module.train(model.training)
     return gm
 
 

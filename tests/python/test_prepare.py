@@ -440,12 +440,6 @@ def test_prepare_keeps_train_and_eval_mode():
     assert model.training  # prepare ran the example in eval mode, then put the flags back
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare_qat of a model in eval mode leaves the inserted ActQuant / QuantAdd "
-    "modules in training mode (new modules are created in training mode), so they observe "
-    "in what should be an eval-mode forward",
-)
 def test_prepare_qat_of_eval_model_is_in_eval_mode():
     torch.manual_seed(0)
     model = Tiny().eval()
@@ -785,12 +779,6 @@ class Siamese(nn.Module):
         return self.fc((self.block(a) + self.block(b)).mean((2, 3)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Conv2d called more than once is fused with the BatchNorm of its first call: "
-    "_fuse_conv_bn puts the ConvBn2d at the conv's path, so every other call of that conv "
-    "silently computes conv + BN (+ ReLU) too",
-)
 @pytest.mark.parametrize("case", ["shared_conv", "siamese_float"])
 def test_module_called_twice_keeps_the_float_function(case):
     torch.manual_seed(0)
@@ -1042,10 +1030,10 @@ def test_compiled_training_forward_matches_eager():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="under torch.compile, ConvBn2d's training-mode backward (BN not frozen) gives "
-    "gradients that differ from eager: the BN forward updates running_var in place and the "
-    "compiled backward of the fold factor gamma / sqrt(running_var + eps) sees the updated "
-    "value (exact with momentum=0 or BN frozen); plain-torch repro in the report",
+    reason="torch 2.13 compile bug: ConvBn2d's training-mode backward (BN not frozen) differs "
+    "from eager: BN updates running_var in place in the forward, and the compiled backward "
+    "recomputes the fold factor gamma / sqrt(running_var + eps) from the updated buffer "
+    "(exact with momentum=0 or BN frozen). docs/qat.md states the limitation.",
 )
 def test_compiled_training_step_gradients_match_eager():
     torch.manual_seed(0)

@@ -195,10 +195,12 @@ class ConvBn2d(_Conv2dBase):
         # the backward (which, dividing the output, would also keep the conv output alive).
         # gamma = 0 channels: the float weight, divided by 1 (see the class docstring).
         # torch.where rather than a branch on the values keeps the path free of host syncs.
-        zero = (factor == 0).reshape(-1, 1, 1, 1)
-        safe_factor = torch.where(
-            zero, torch.ones_like(weight_q[:, :1, :1, :1]), factor.reshape(-1, 1, 1, 1)
-        )
+        zero = factor == 0
+        # f + [f == 0] (exactly f, or 1 where f = 0) rather than torch.where(f == 0, 1, f):
+        # under torch.compile (torch 2.13) the partitioner recomputed the where in the backward
+        # from running_var after BN had updated it in place, giving wrong weight gradients.
+        safe_factor = (factor + zero.to(factor.dtype)).reshape(-1, 1, 1, 1)
+        zero = zero.reshape(-1, 1, 1, 1)
         weight = torch.where(zero, self.weight, weight_q / safe_factor)
         return self.bn(self._conv(x, weight, self.bias))
 
