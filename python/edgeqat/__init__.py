@@ -12,7 +12,7 @@ import os
 import torch  # noqa: F401  (loads libtorch before edgeqat's native library)
 
 from . import _C  # registers the ops in torch.ops.edgeqat
-from .config import QConfig, QuantSpec
+from .config import QATSchedule, QConfig, QuantSpec
 from .controls import freeze_bn, freeze_observers, learn_ranges, observe
 from .nn import ActQuant, ConvBn2d, QuantAdd, QuantConv2d, QuantLinear
 from .ops import fake_quant, fake_quant_per_channel
@@ -29,6 +29,7 @@ __all__ = [
     "ConvBn2d",
     "FakeQuantizer",
     "Mode",
+    "QATSchedule",
     "QConfig",
     "QuantAdd",
     "QuantConv2d",

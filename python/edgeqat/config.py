@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["HistogramMethod", "QConfig", "QuantSpec", "RangeSource"]
+__all__ = ["HistogramMethod", "QATSchedule", "QConfig", "QuantSpec", "RangeSource"]
 
 #: Where a quantizer's range comes from while it observes.
 #:  - ``"last"``: the range of the last batch (weights);
@@ -151,6 +151,53 @@ def _default_activation_spec() -> QuantSpec:
 
 
 @dataclass(frozen=True)
+class QATSchedule:
+    """After how many training steps each QAT phase starts (``None``: never).
+
+    A step is one ``forward`` of the prepared model in training mode. At the start of step
+    ``n`` (counting from 0), if ``n`` equals a field, that phase begins, before the forward:
+
+    Args:
+        freeze_bn_step: :func:`~edgeqat.freeze_bn`: from then on training sees the folded
+            inference graph (Jacob et al. 2018 freeze BN statistics late in training).
+        freeze_observers_step: :func:`~edgeqat.freeze_observers`: ranges stop moving.
+        learn_ranges_step: :func:`~edgeqat.learn_ranges`: ranges become parameters trained by
+            gradient, starting from the observed ones (include ``learned_min`` /
+            ``learned_max`` in the optimizer; ``model.parameters()`` does).
+
+    Example:
+        >>> cfg = edgeqat.QConfig(schedule=edgeqat.QATSchedule(freeze_bn_step=2000,
+        ...                                                    freeze_observers_step=3000))
+    """
+
+    freeze_bn_step: int | None = None
+    freeze_observers_step: int | None = None
+    learn_ranges_step: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("freeze_bn_step", "freeze_observers_step", "learn_ranges_step"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(
+                    f"QATSchedule.{name} must be a non-negative int or None, got {value!r}"
+                )
+        if (
+            self.freeze_observers_step is not None
+            and self.learn_ranges_step is not None
+            and self.learn_ranges_step <= self.freeze_observers_step
+        ):
+            # Learned ranges are parameters, not observed ones: freezing after learning began
+            # would do nothing, which is certainly not what the schedule meant.
+            raise ValueError(
+                "QATSchedule.learn_ranges_step must come after freeze_observers_step (or leave "
+                f"one of them None), got learn_ranges_step={self.learn_ranges_step}, "
+                f"freeze_observers_step={self.freeze_observers_step}"
+            )
+
+
+@dataclass(frozen=True)
 class QConfig:
     """How a model is quantized.
 
@@ -159,8 +206,13 @@ class QConfig:
             symmetric, narrow range, last-value range).
         activation: spec of activation quantizers (default: 8-bit, per
             tensor, asymmetric, EMA with decay 0.999).
-        learn_ranges: after observation, ranges become parameters learned by
-            gradient (TF's FakeQuantWithMinMaxVars gradients).
+        schedule: when the QAT phases start (:class:`QATSchedule`; default None: call
+            :func:`~edgeqat.freeze_bn` / :func:`~edgeqat.freeze_observers` /
+            :func:`~edgeqat.learn_ranges` by hand). Used by :func:`~edgeqat.prepare_qat`.
+        unsupported: what :func:`~edgeqat.prepare_qat` / :func:`~edgeqat.prepare_ptq` do with
+            an op they cannot quantize: ``"error"`` (default) raises
+            :class:`~edgeqat.UnsupportedOpError` naming each one and its source line;
+            ``"float"`` keeps it in float and quantizes its output.
 
     Example:
         >>> cfg = QConfig(weight=QConfig().weight.replace(num_bits=4))
@@ -168,9 +220,19 @@ class QConfig:
 
     weight: QuantSpec = field(default_factory=_default_weight_spec)
     activation: QuantSpec = field(default_factory=_default_activation_spec)
-    learn_ranges: bool = False
+    schedule: QATSchedule | None = None
+    unsupported: Literal["error", "float"] = "error"
 
     def __post_init__(self) -> None:
+        if self.schedule is not None and not isinstance(self.schedule, QATSchedule):
+            raise TypeError(
+                "QConfig.schedule must be an edgeqat.QATSchedule or None, got "
+                f"{type(self.schedule).__name__}"
+            )
+        if self.unsupported not in ("error", "float"):
+            raise ValueError(
+                f"QConfig.unsupported must be 'error' or 'float', got {self.unsupported!r}"
+            )
         for name in ("weight", "activation"):
             if not isinstance(getattr(self, name), QuantSpec):
                 raise TypeError(

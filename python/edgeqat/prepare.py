@@ -42,6 +42,7 @@ from .controls import freeze_bn, freeze_observers
 from .nn import ActQuant, ConvBn2d, QuantAdd, QuantConv2d, QuantLinear, SharedActQuant
 from .nn._common import resolve_config
 from .quantizer import FakeQuantizer, Mode
+from .schedule import attach_schedule
 
 __all__ = ["UnsupportedOpError", "calibrate", "prepare_ptq", "prepare_qat"]
 
@@ -435,11 +436,13 @@ def _check_model(model: nn.Module, example_inputs: Any) -> tuple:
 
 
 def _prepare(
-    model: nn.Module, config: QConfig | None, example_inputs: Any, unsupported: Unsupported
+    model: nn.Module, config: QConfig | None, example_inputs: Any, unsupported: Unsupported | None
 ) -> fx.GraphModule:
     config = resolve_config(config)
-    if unsupported not in ("error", "float"):
-        raise ValueError(f"unsupported must be 'error' or 'float', got {unsupported!r}")
+    if unsupported is None:
+        unsupported = config.unsupported
+    elif unsupported not in ("error", "float"):
+        raise ValueError(f"unsupported must be 'error', 'float' or None, got {unsupported!r}")
     example_inputs = _check_model(model, example_inputs)
     gm = _trace(copy.deepcopy(model))
     _propagate_shapes(gm, example_inputs)
@@ -463,7 +466,7 @@ def prepare_qat(
     config: QConfig | None = None,
     *,
     example_inputs: Any,
-    unsupported: Unsupported = "error",
+    unsupported: Unsupported | None = None,
 ) -> fx.GraphModule:
     """A quantization-aware-training copy of ``model`` (which is left unchanged).
 
@@ -474,23 +477,27 @@ def prepare_qat(
             channel, symmetric; 8-bit activations per tensor, EMA ranges).
         example_inputs: a tensor, or a tuple of the model's positional inputs, of the shapes it
             will see; run once in eval mode without gradients (the model's state is unchanged).
-        unsupported: ``"error"`` (default): raise :class:`UnsupportedOpError` naming every op
-            that cannot be quantized and its source line; ``"float"``: keep those ops in float
-            and quantize their outputs.
+        unsupported: overrides ``config.unsupported``: ``"error"`` (the default config's):
+            raise :class:`UnsupportedOpError` naming every op that cannot be quantized and its
+            source line; ``"float"``: keep those ops in float and quantize their outputs.
 
     Returns:
         A ``torch.fx.GraphModule`` in the model's train / eval mode, with the module hierarchy
         of the model (a fused ConvBn2d sits at its conv's path; ``*_out_quant`` modules are
         new), every quantizer in ``OBSERVE`` mode. Train it with your own loop; use
         :func:`~edgeqat.freeze_bn`, :func:`~edgeqat.freeze_observers` and
-        :func:`~edgeqat.learn_ranges` to change phase.
+        :func:`~edgeqat.learn_ranges` to change phase, or give ``config.schedule`` (a
+        :class:`~edgeqat.QATSchedule`): the model then counts its training forwards and starts
+        each phase on time (``qat_schedule`` module, its step saved in the ``state_dict``).
 
     Example:
         >>> model = torchvision.models.resnet18(num_classes=10)
         >>> qat = edgeqat.prepare_qat(model, example_inputs=torch.randn(1, 3, 224, 224))
         >>> loss = F.cross_entropy(qat(images), labels); loss.backward(); opt.step()
     """
-    return _prepare(model, config, example_inputs, unsupported)
+    gm = _prepare(model, config, example_inputs, unsupported)
+    schedule = resolve_config(config).schedule
+    return gm if schedule is None else attach_schedule(gm, schedule)
 
 
 def _default_ptq_config() -> QConfig:
@@ -504,7 +511,7 @@ def prepare_ptq(
     config: QConfig | None = None,
     *,
     example_inputs: Any,
-    unsupported: Unsupported = "error",
+    unsupported: Unsupported | None = None,
 ) -> fx.GraphModule:
     """A copy of ``model`` ready for post-training calibration, over the same modules as
     :func:`prepare_qat`: batch norms are folded with their trained statistics

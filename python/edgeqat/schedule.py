@@ -8,71 +8,20 @@ just as well and needs no schedule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.fx as fx
 from torch import nn
 
+from .config import QATSchedule
 from .controls import freeze_bn, freeze_observers, learn_ranges
 
-__all__ = ["QATSchedule", "QATScheduler", "attach_schedule"]
+__all__ = ["QATScheduler", "attach_schedule"]
 
-
-@dataclass(frozen=True)
-class QATSchedule:
-    """After how many training steps each QAT phase starts (``None``: never).
-
-    A step is one ``forward`` of the prepared model in training mode. At the start of step
-    ``n`` (counting from 0), if ``n`` equals a field, that phase begins, before the forward:
-
-    Args:
-        freeze_bn_step: :func:`~edgeqat.freeze_bn`: from then on training sees the folded
-            inference graph (Jacob et al. 2018 freeze BN statistics late in training).
-        freeze_observers_step: :func:`~edgeqat.freeze_observers`: ranges stop moving.
-        learn_ranges_step: :func:`~edgeqat.learn_ranges`: ranges become parameters trained by
-            gradient, starting from the observed ones (include ``learned_min`` /
-            ``learned_max`` in the optimizer; ``model.parameters()`` does).
-
-    Example:
-        >>> cfg = edgeqat.QConfig(schedule=edgeqat.QATSchedule(freeze_bn_step=2000,
-        ...                                                    freeze_observers_step=3000))
-    """
-
-    freeze_bn_step: int | None = None
-    freeze_observers_step: int | None = None
-    learn_ranges_step: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("freeze_bn_step", "freeze_observers_step", "learn_ranges_step"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                raise ValueError(
-                    f"QATSchedule.{name} must be a non-negative int or None, got {value!r}"
-                )
-        if (
-            self.freeze_observers_step is not None
-            and self.learn_ranges_step is not None
-            and self.learn_ranges_step <= self.freeze_observers_step
-        ):
-            # Learned ranges are parameters, not observed ones: freezing after learning began
-            # would do nothing, which is certainly not what the schedule meant.
-            raise ValueError(
-                "QATSchedule.learn_ranges_step must come after freeze_observers_step (or leave "
-                f"one of them None), got learn_ranges_step={self.learn_ranges_step}, "
-                f"freeze_observers_step={self.freeze_observers_step}"
-            )
-
-    def phases_at(self, step: int) -> list:
-        """The control functions that start at ``step``, in the order they are applied."""
-        todo = [
-            (self.freeze_bn_step, freeze_bn),
-            (self.freeze_observers_step, freeze_observers),
-            (self.learn_ranges_step, learn_ranges),
-        ]
-        return [fn for at, fn in todo if at == step]
+_PHASES = (
+    ("freeze_bn_step", freeze_bn),
+    ("freeze_observers_step", freeze_observers),
+    ("learn_ranges_step", learn_ranges),
+)
 
 
 class QATScheduler(nn.Module):
@@ -102,8 +51,9 @@ class QATScheduler(nn.Module):
     def forward(self) -> None:
         if not self.training:
             return
-        for phase in self.schedule.phases_at(self._step):
-            phase(self.model)
+        for field_name, phase in _PHASES:
+            if getattr(self.schedule, field_name) == self._step:
+                phase(self.model)
         self._step += 1
         self.step.fill_(self._step)
 
