@@ -95,7 +95,7 @@ def test_qconfig_defaults_are_tf_recipe():
         range_source="ema",
         ema_decay=0.999,
     )
-    assert cfg.learn_ranges is False
+    assert cfg.schedule is None and cfg.unsupported == "error"
     # default factories: fresh but equal objects
     assert QConfig().weight == w and QConfig() == cfg
 
@@ -194,7 +194,7 @@ def test_qconfig_wrong_types(field, value):
 def test_qconfig_is_frozen():
     cfg = QConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.learn_ranges = True
+        cfg.unsupported = "float"
 
 
 def test_exports():
