@@ -11,8 +11,9 @@ For each case, times the forward and the forward+backward of:
   any observer step pays on top of.
 
 Each state starts from the same observed range and is updated at every call, as in training.
-All rows run in one process with the same number of threads; the ratio column is
-``unfused / fused`` (above 1: the fused op is faster).
+All rows run in one process with the same number of threads, their timing blocks
+interleaved (so a change of machine load hits every row alike); the numbers are medians over
+the blocks and the ratio columns are ``unfused / this row`` (above 1: faster than unfused).
 
 Usage::
 
@@ -81,16 +82,29 @@ def unfused_step(q: FakeQuantizer, x: torch.Tensor) -> torch.Tensor:
     return ops.fake_quant_with_min_max_vars(x, lo, hi, spec.num_bits, spec.narrow_range)
 
 
-def median_time(fn: Callable[[], object], min_time: float, blocks: int) -> tuple[float, float]:
-    """(median seconds per call over blocks, interquartile range / median)."""
-    fn()  # warm-up
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    probe = timer.timeit(1).mean
-    number = max(1, int(min_time / blocks / max(probe, 1e-9)))
-    times = [timer.timeit(number).mean for _ in range(blocks)]
-    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
-    med = statistics.median(times)
-    return med, (q[2] - q[0]) / med
+def interleaved_times(
+    fns: dict[str, Callable[[], object]], min_time: float, blocks: int
+) -> dict[str, tuple[float, float]]:
+    """Per name: (median seconds per call over blocks, interquartile range / median). The
+    blocks of all functions alternate, so a change of machine load hits every row alike."""
+    timers, numbers = {}, {}
+    for name, fn in fns.items():
+        fn()  # warm-up
+        timers[name] = benchmark.Timer(
+            stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()
+        )
+        probe = timers[name].timeit(1).mean
+        numbers[name] = max(1, int(min_time / blocks / max(probe, 1e-9)))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(blocks):
+        for name in fns:
+            times[name].append(timers[name].timeit(numbers[name]).mean)
+    out = {}
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=4)
+        med = statistics.median(ts)
+        out[name] = (med, (q[2] - q[0]) / med)
+    return out
 
 
 def run_case(case: Case, min_time: float, blocks: int) -> list[tuple[str, float, float, str]]:
@@ -120,7 +134,7 @@ def run_case(case: Case, min_time: float, blocks: int) -> list[tuple[str, float,
         "fused": lambda xx: quantizers["fused"](xx),
         "fake quant only": fq_only,
     }
-    rows = []
+    fns = {}
     for name, step in steps.items():
 
         def fwd(step=step):
@@ -131,8 +145,12 @@ def run_case(case: Case, min_time: float, blocks: int) -> list[tuple[str, float,
             x_grad.grad = None
             step(x_grad).backward(g)
 
-        f, f_spread = median_time(fwd, min_time, blocks)
-        fb, fb_spread = median_time(fwd_bwd, min_time, blocks)
+        fns[(name, "fwd")] = fwd
+        fns[(name, "fwd_bwd")] = fwd_bwd
+    times = interleaved_times(fns, min_time * len(fns), blocks)
+    rows = []
+    for name in steps:
+        (f, f_spread), (fb, fb_spread) = times[(name, "fwd")], times[(name, "fwd_bwd")]
         noisy = "*" if max(f_spread, fb_spread) > 0.1 else ""
         rows.append((name, f, fb, noisy))
     return rows
@@ -145,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    min_time, blocks = (0.3, 3) if args.quick else (1.5, 5)
+    min_time, blocks = (0.3, 3) if args.quick else (1.5, 9)
     cpu = platform.processor() or platform.machine()
     print(
         f"edgeqat {edgeqat.__version__}, torch {torch.__version__}, {cpu}, "
