@@ -532,3 +532,18 @@ def test_compile_errors_like_eager(fresh_compile_cache):
     with pytest.raises(RuntimeError, match="x contains 1 NaN"):
         compiled(lo, hi, torch.tensor([0.0, float("nan")]))
     assert (lo.item(), hi.item()) == (-0.5, 2.0)
+
+
+def test_overflow_is_checked_in_each_side_dtype():
+    """A float16 observed_max cannot hold 1e5: an error, the state untouched. (observe_min_max_
+    checks both sides in observed_min's dtype only and stores inf here: the one case where the
+    fused op deliberately differs from it.)"""
+    lo = torch.tensor(INF, dtype=torch.float64)
+    hi = torch.tensor(-INF, dtype=torch.float16)
+    _fails_untouched(
+        lo,
+        hi,
+        torch.tensor([0.0, 1e5]),
+        (None,),
+        "edgeqat::observe_fake_quant_: the batch range [0, 100000] overflows the state dtype Half",
+    )
