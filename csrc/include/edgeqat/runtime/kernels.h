@@ -1,0 +1,59 @@
+// The signatures every implementation of an int8 kernel shares.
+//
+// The reference kernels (reference.h, namespace edgeqat::runtime::reference) are the slow,
+// obvious definition of the arithmetic. Fast kernels (im2col + int8 GEMM, direct depthwise,
+// SIMD, threads) will live beside them in their own namespace with exactly these signatures and
+// must agree with them bit for bit, so an interpreter can hold a table of function pointers and
+// tests can run both on the same arguments.
+//
+// Argument order: context, params, per-channel multipliers (where the kernel has them), then
+// (shape, pointer) pairs for the inputs, then the output. Outputs never alias inputs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "edgeqat/runtime/requantize.h"
+#include "edgeqat/runtime/types.h"
+
+namespace edgeqat::runtime {
+
+// Per-call execution resources for fast kernels (thread count now; a thread pool and scratch
+// memory come with the fast kernels). May be null; the reference kernels ignore it.
+struct KernelContext {
+  int num_threads = 1;
+};
+
+using Conv2dKernel = void (*)(KernelContext* ctx, const ConvParams& params,
+                              const QuantizedMultiplier* multipliers,  // [output_shape.c]
+                              const Shape4& input_shape, const int8_t* input,
+                              const Shape4& filter_shape, const int8_t* filter,
+                              const int32_t* bias,  // [output_shape.c] or null
+                              const Shape4& output_shape, int8_t* output);
+
+using DepthwiseConv2dKernel = void (*)(KernelContext* ctx, const DepthwiseConvParams& params,
+                                       const QuantizedMultiplier* multipliers,
+                                       const Shape4& input_shape, const int8_t* input,
+                                       const Shape4& filter_shape, const int8_t* filter,
+                                       const int32_t* bias, const Shape4& output_shape,
+                                       int8_t* output);
+
+using FullyConnectedKernel = void (*)(KernelContext* ctx, const FullyConnectedParams& params,
+                                      const QuantizedMultiplier* multipliers,  // [out_features]
+                                      const FullyConnectedShape& shape, const int8_t* input,
+                                      const int8_t* filter, const int32_t* bias, int8_t* output);
+
+using AddKernel = void (*)(KernelContext* ctx, const AddParams& params, size_t count,
+                           const int8_t* input1, const int8_t* input2, int8_t* output);
+
+using Pool2dKernel = void (*)(KernelContext* ctx, const PoolParams& params,
+                              const Shape4& input_shape, const int8_t* input,
+                              const Shape4& output_shape, int8_t* output);
+
+using QuantizeKernel = void (*)(KernelContext* ctx, const QuantizeParams& params, size_t count,
+                                const float* input, int8_t* output);
+
+using DequantizeKernel = void (*)(KernelContext* ctx, const QuantizeParams& params, size_t count,
+                                  const int8_t* input, float* output);
+
+}  // namespace edgeqat::runtime
