@@ -287,14 +287,50 @@ std::pair<torch::Tensor, torch::Tensor> ConvBn2dImpl::folded_weight_and_bias() c
   return {w.detach(), folded_bias(factor).detach()};
 }
 
+namespace {
+
+// ConvBn2d's weight path through fold_weight_fake_quant_ (W * f, the weight quantizer's step,
+// the fake quant and, with `unfold`, the un-fold, in one op with a C++ backward), as Python's
+// ConvBn2d._fused_weight: undefined where the unfused path must run (quantizer in Learn or Off
+// mode, a range source the op does not serve, factor / state not matching the weight's dtype /
+// device). Observes in Observe mode and training mode, as FakeQuantizer::forward.
+torch::Tensor fused_folded_weight(FakeQuantizerImpl& quantizer, const torch::Tensor& weight,
+                                  const torch::Tensor& factor, bool unfold) {
+  const Mode mode = quantizer.mode();
+  const QuantSpec& spec = quantizer.spec();
+  const RangeSource source = spec.range_source();
+  if ((mode != Mode::Observe && mode != Mode::Frozen) ||
+      (source != RangeSource::Last && source != RangeSource::Ema &&
+       source != RangeSource::Running) ||
+      (spec.per_channel() && spec.axis() != 0) || factor.scalar_type() != weight.scalar_type() ||
+      quantizer.observed_min.device() != weight.device()) {
+    return {};
+  }
+  const bool observe = mode == Mode::Observe && quantizer.is_training();
+  if (!observe && !quantizer.has_range()) {
+    quantizer.observed_range();  // throws FakeQuantizer's error
+  }
+  return edgeqat::fold_weight_fake_quant_(
+      quantizer.observed_min, quantizer.observed_max, weight, factor, observe,
+      spec.averaging_constant(), source == RangeSource::Running, spec.symmetric(),
+      spec.num_bits(), spec.narrow_range(), unfold);
+}
+
+}  // namespace
+
 torch::Tensor ConvBn2dImpl::forward(const torch::Tensor& x) {
   const auto factor = fold_factor();
-  const auto weight_q = weight_quant(weight * factor.reshape({-1, 1, 1, 1}));
+  const bool batch_stats = is_training() && !is_bn_frozen();
+  const auto w = fused_folded_weight(*weight_quant, weight, factor, /*unfold=*/batch_stats);
   torch::Tensor y;
-  if (is_training() && !is_bn_frozen()) {
-    y = forward_batch_stats(x, weight_q, factor);
+  if (!w.defined()) {
+    const auto weight_q = weight_quant(weight * factor.reshape({-1, 1, 1, 1}));
+    y = batch_stats ? forward_batch_stats(x, weight_q, factor)
+                    : conv2d(options, x, weight_q, folded_bias(factor));
+  } else if (batch_stats) {
+    y = bn(conv2d(options, x, w, bias));
   } else {
-    y = conv2d(options, x, weight_q, folded_bias(factor));
+    y = conv2d(options, x, w, folded_bias(factor));
   }
   return apply_activation(y, options.activation());
 }

@@ -4,7 +4,8 @@
 //    the ops and scalar float arithmetic written here;
 //  - QuantLinear, QuantConv2d, ConvBn2d, QuantAdd, Residual: forward and
 //    gradients against references composed from the ops and plain torch,
-//    bit for bit (same ops in the same order, so no tolerance);
+//    bit for bit (same ops in the same order, so no tolerance), except
+//    ConvBn2d's gamma gradient (a sum added in another order; 1e-5);
 //  - ConvBn2d after freeze_bn is conv(x, fq(W'), b') with the folded weight
 //    and bias; gamma = 0 gives no NaN;
 //  - names are Python's (the C++ / Python parity itself is tested by
@@ -501,7 +502,10 @@ TEST_CASE("ConvBn2d in training: conv with fq(W * f) / f and the bias, then BN o
       y.backward(g);
       yr.backward(g);
       CHECK(same(m->weight.grad(), w.grad()));
-      CHECK(same(m->bn->weight.grad(), gamma.grad()));
+      // gamma: the fold factor's part is a per-channel sum that fold_weight_fake_quant_ adds
+      // in double and autograd in float, in another order (same terms): not bit for bit.
+      const double scale = gamma.grad().abs().max().item<double>();
+      CHECK(torch::allclose(m->bn->weight.grad(), gamma.grad(), 1e-5, 1e-5 * scale));
       CHECK(same(m->bn->bias.grad(), beta.grad()));
       m->zero_grad();
     }

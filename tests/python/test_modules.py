@@ -5,7 +5,9 @@ torch.nn.BatchNorm2d).
 Forward outputs and gradients are compared bit for bit (torch.equal): each reference runs the
 same float operations in the same order as the numerics spec (int8-numerics.md sections 1 and
 6), so any difference is a defect, not rounding. The float-model comparisons (folded float
-graph against conv + BN, QAT against float) state their tolerances.
+graph against conv + BN, QAT against float) state their tolerances. One exception: ConvBn2d's
+gamma gradient, whose fold part is a per-channel sum that the fused weight op
+(fold_weight_fake_quant_) adds in another order (assert_fold_grad_close).
 """
 
 from __future__ import annotations
@@ -71,6 +73,16 @@ def forget_weight_range(module: nn.Module) -> None:
     (the references compute each step's weight range from scratch)."""
     module.weight_quant.observed_min.fill_(float("inf"))
     module.weight_quant.observed_max.fill_(float("-inf"))
+
+
+def assert_fold_grad_close(got: torch.Tensor, want: torch.Tensor) -> None:
+    """ConvBn2d's gradient to gamma (bn.weight). Part of it comes through the fold factor
+    f = gamma / sqrt(var + eps) as a per-channel sum over the weight's elements, which
+    fold_weight_fake_quant_ adds in double and rounds once and autograd adds in float in its own
+    order: the same terms (bit for bit), not the same rounding of their sum. Both are within a
+    few float ulps of the sum of the terms' magnitudes, which here stays below the largest
+    gradient: 1e-5 of it bounds the difference with a wide margin (seen: below 3e-7)."""
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
 def leaf(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -308,7 +320,7 @@ def test_convbn_frozen_is_the_folded_conv(case, activation):
     assert int(m.bn.num_batches_tracked) == 7
     # Gradients reach every parameter through the fold.
     assert torch.equal(m.weight.grad, w.grad)
-    assert torch.equal(m.bn.weight.grad, gamma.grad)
+    assert_fold_grad_close(m.bn.weight.grad, gamma.grad)
     assert torch.equal(m.bn.bias.grad, beta.grad)
     if b is not None:
         assert torch.equal(m.bias.grad, b.grad)
@@ -377,11 +389,11 @@ def test_convbn_training_matches_simulation(case, activation, momentum):
         for got, want in [
             (m.weight, ref_conv.weight),
             (m.bias, ref_conv.bias),
-            (m.bn.weight, ref_bn.weight),
             (m.bn.bias, ref_bn.bias),
         ]:
             if got is not None:
                 assert torch.equal(got.grad, want.grad), step
+        assert_fold_grad_close(m.bn.weight.grad, ref_bn.weight.grad)
     assert int(m.bn.num_batches_tracked) == 10
 
 
@@ -439,7 +451,7 @@ def test_convbn_gamma_zero(case, activation):
     for p in m.parameters():
         if p.grad is not None:
             assert torch.isfinite(p.grad).all()
-    assert torch.equal(m.bn.weight.grad, ref_bn.weight.grad)
+    assert_fold_grad_close(m.bn.weight.grad, ref_bn.weight.grad)
     if activation is None:
         assert (m.bn.weight.grad[zero] != 0).all()
     assert (m.weight.grad[zero] == 0).all()

@@ -571,6 +571,13 @@ def _assert_grads_equal(qat: nn.Module, ref: Reference) -> None:
     grads = {n: p.grad for n, p in qat.named_parameters()}
     for name, p in ref.params().items():
         assert grads[name] is not None, name
+        if name.endswith(".bn.weight"):
+            # gamma: the fold factor's part is a per-channel sum that ConvBn2d's fused weight op
+            # adds in another order than autograd (test_modules.assert_fold_grad_close).
+            torch.testing.assert_close(
+                grads[name], p.grad, rtol=1e-5, atol=1e-5 * float(p.grad.abs().max()), msg=name
+            )
+            continue
         assert torch.equal(grads[name], p.grad), name
     # Parameters outside the reference (learned ranges before learn_ranges) get no gradient.
     for name, g in grads.items():

@@ -55,6 +55,22 @@ at::Tensor observe_fake_quant_(at::Tensor& observed_min, at::Tensor& observed_ma
                                bool symmetric = false, int64_t num_bits = 8,
                                bool narrow_range = false);
 
+// ConvBn2d's weight path in one op: Wf = weight * factor (factor [C], one BN fold factor
+// f = gamma / sqrt(running_var + eps) per output channel, weight [C, ...], same dtype); if
+// `observe`, the observer step of observe_min_max_ on Wf (per output channel when the state is
+// [C], axis 0; per tensor when it is 0-dim; same arguments, bit for bit); then Wq =
+// fake_quant_with_min_max_vars[_per_channel](Wf) with the range made from the state as
+// observe_fake_quant_ makes it. Returns Wq, or with `unfold` Wq / f per channel (the float
+// weight itself where f == 0). Gradients to weight and factor (bit for bit the unfused ops' for
+// weight; the factor's per-channel sums within float rounding); the state gets none and must
+// not require grad. No double backward.
+at::Tensor fold_weight_fake_quant_(at::Tensor& observed_min, at::Tensor& observed_max,
+                                   const at::Tensor& weight, const at::Tensor& factor,
+                                   bool observe, double averaging_constant = 1.0,
+                                   bool accumulate = false, bool symmetric = false,
+                                   int64_t num_bits = 8, bool narrow_range = false,
+                                   bool unfold = false);
+
 // Histogram observer, in place: adds the values of x to `histogram` (1-D
 // int64 counts, bins of equal width over [hist_min, hist_max], 0-dim float32
 // or float64; hist_min > hist_max means empty). The first batch sets the

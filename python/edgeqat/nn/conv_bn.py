@@ -8,12 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import QConfig
+from ..quantizer import Mode
 from ._common import copy_weight_and_bias
 from .quant_conv import _Conv2dBase
 
 __all__ = ["ConvBn2d"]
 
 _ACTIVATIONS = (None, "relu", "relu6")
+# Range sources fold_weight_fake_quant_ serves (its averaging_constant / accumulate carry them);
+# others take the unfused path.
+_FUSED_RANGE_SOURCES = ("last", "ema", "running")
 
 
 class ConvBn2d(_Conv2dBase):
@@ -42,6 +46,12 @@ class ConvBn2d(_Conv2dBase):
       ``weight``, ``bias``, ``bn.weight`` and ``bn.bias`` through the fold.
 
     Then the activation is applied (ReLU6 is ``clamp(y, 0, 6)``).
+
+    The weight path (``W * f``, ``weight_quant``'s observer step and fake quant, the un-fold)
+    runs as one op, ``torch.ops.edgeqat.fold_weight_fake_quant_``, with a C++ backward, while
+    ``weight_quant`` is in OBSERVE or FROZEN mode: the same values and weight gradients, bit for
+    bit, as the separate ops (still used in LEARN / OFF mode and for a histogram range source);
+    the fold part of ``gamma``'s gradient is the same per-channel sum added in another order.
 
     ``gamma = 0`` channels: ``f = 0`` there, so ``W'`` and the quantized weight are 0 and
     ``b' = beta`` (the exact BN output, ``0 * x_hat + beta``). Dividing by ``f`` would give
@@ -129,6 +139,10 @@ class ConvBn2d(_Conv2dBase):
         # and by load_state_dict.
         self._bn_frozen = False
 
+    # The fused weight path (_fused_weight); False runs the unfused ops, for comparisons and
+    # benchmarks (set on the class or on one module).
+    _fused_weight_path = True
+
     # -- BN state -------------------------------------------------------------------------------
 
     def freeze_bn(self) -> ConvBn2d:
@@ -175,16 +189,66 @@ class ConvBn2d(_Conv2dBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = self._fold_factor()
-        weight_q = self.weight_quant(self.weight * factor.reshape(-1, 1, 1, 1))
-        if self.training and not self._bn_frozen:
-            y = self._forward_batch_stats(x, weight_q, factor)
+        batch_stats = self.training and not self._bn_frozen
+        weight = self._fused_weight(factor, unfold=batch_stats)
+        if weight is None:
+            weight_q = self.weight_quant(self.weight * factor.reshape(-1, 1, 1, 1))
+            if batch_stats:
+                y = self._forward_batch_stats(x, weight_q, factor)
+            else:
+                y = self._conv(x, weight_q, self._folded_bias(factor))
+        elif batch_stats:
+            y = self.bn(self._conv(x, weight, self.bias))
         else:
-            y = self._conv(x, weight_q, self._folded_bias(factor))
+            y = self._conv(x, weight, self._folded_bias(factor))
         if self.activation == "relu":
             return F.relu(y)
         if self.activation == "relu6":
             return F.relu6(y)
         return y
+
+    def _fused_weight(self, factor: torch.Tensor, unfold: bool) -> torch.Tensor | None:
+        """The conv weight through ``torch.ops.edgeqat.fold_weight_fake_quant_``: ``W * f``,
+        the weight quantizer's step (observing in OBSERVE mode and training mode, as
+        FakeQuantizer.forward), the fake quant and, with ``unfold``, the un-fold (``fq(W') / f``,
+        ``W`` where ``f == 0``) in one op with a C++ backward. The same values, bit for bit, as
+        the unfused path (``weight_quant(W * f)``, then :meth:`_forward_batch_stats`) and the
+        same gradient to the weight; the gradient to the factor (so gamma's) is the same sum in
+        another order (float rounding). ``None`` where the unfused path must run: a quantizer
+        in LEARN or OFF mode, a range source the op does not serve (histogram), or a factor /
+        state that does not match the weight's dtype / device."""
+        quantizer = self.weight_quant
+        spec = quantizer.spec
+        mode = quantizer.mode
+        if (
+            not self._fused_weight_path
+            or (mode is not Mode.OBSERVE and mode is not Mode.FROZEN)
+            or spec.range_source not in _FUSED_RANGE_SOURCES
+            or (spec.per_channel and spec.axis != 0)
+            or factor.dtype != self.weight.dtype
+            or quantizer.observed_min.device != self.weight.device
+        ):
+            return None
+        observe = mode is Mode.OBSERVE and quantizer.training
+        if not observe and not quantizer._range_known:
+            quantizer._require_range()  # FakeQuantizer's check and message, until a range is seen
+        weight = torch.ops.edgeqat.fold_weight_fake_quant_(
+            quantizer.observed_min,
+            quantizer.observed_max,
+            self.weight,
+            factor,
+            observe,
+            spec.averaging_constant,
+            spec.range_source == "running",
+            spec.symmetric,
+            spec.num_bits,
+            spec.narrow_range,
+            unfold,
+        )
+        # FakeQuantizer's mirror: a non-empty weight fills every entry of the range.
+        if observe and not quantizer._range_known and self.weight.numel() > 0:
+            quantizer._range_known = True
+        return weight
 
     def _forward_batch_stats(
         self, x: torch.Tensor, weight_q: torch.Tensor, factor: torch.Tensor
