@@ -50,13 +50,15 @@ void check_activation(Activation activation, const char* owner) {
                     static_cast<int>(activation));
 }
 
-torch::Tensor apply_activation(const torch::Tensor& y, Activation activation) {
-  // torch::relu / torch::relu6 are the ATen ops Python's F.relu / F.relu6 call.
+torch::Tensor apply_activation(torch::Tensor y, Activation activation) {
+  // In place, as Python's F.relu(y, inplace=True) / F.relu6(y, inplace=True)
+  // (relu_ / hardtanh_(0, 6)): y is always the caller's own fresh tensor and no
+  // backward needs it, so no second activation tensor is kept.
   switch (activation) {
     case Activation::ReLU:
-      return torch::relu(y);
+      return y.relu_();
     case Activation::ReLU6:
-      return torch::relu6(y);
+      return y.hardtanh_(0.0, 6.0);
     case Activation::Identity:
       break;
   }

@@ -49,11 +49,11 @@ class QuantAdd(nn.Module):
         self.out_quant = ActQuant(config)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        y = a + b
+        y = a + b  # a fresh tensor: the activation works in place on it
         if self.activation == "relu":
-            y = F.relu(y)
+            y = F.relu(y, inplace=True)
         elif self.activation == "relu6":
-            y = F.relu6(y)
+            y = F.relu6(y, inplace=True)
         return self.out_quant(y)
 
     def extra_repr(self) -> str:

@@ -201,10 +201,13 @@ class ConvBn2d(_Conv2dBase):
             y = self.bn(self._conv(x, weight, self.bias))
         else:
             y = self._conv(x, weight, self._folded_bias(factor))
+        # In place: y is this module's own fresh tensor (BN's or the conv's output), and neither
+        # BN's backward nor the conv's needs it, so the activation costs no second activation
+        # tensor kept for the backward (as torchvision's ReLU(inplace=True)).
         if self.activation == "relu":
-            return F.relu(y)
+            return F.relu(y, inplace=True)
         if self.activation == "relu6":
-            return F.relu6(y)
+            return F.relu6(y, inplace=True)
         return y
 
     def _fused_weight(self, factor: torch.Tensor, unfold: bool) -> torch.Tensor | None:
