@@ -58,7 +58,7 @@ torch::Tensor apply_activation(torch::Tensor y, Activation activation) {
     case Activation::ReLU:
       return y.relu_();
     case Activation::ReLU6:
-      return y.hardtanh_(0.0, 6.0);
+      return torch::hardtanh_(y, 0.0, 6.0);
     case Activation::Identity:
       break;
   }
