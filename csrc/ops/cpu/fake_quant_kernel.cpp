@@ -26,15 +26,17 @@
 #include <numeric>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "../fake_quant.h"
 #include "fake_quant_span.h"
+#include "tensor_layout.h"
 
 namespace edgeqat::ops {
 namespace {
+
+using cpu::Layout;
+using cpu::memory_layout;
+using cpu::prefer_huge_pages;
 
 using detail::KernelRange;
 using detail::KernelRangeArrays;
@@ -46,62 +48,14 @@ constexpr int64_t kMinRun = 64;            // shorter runs use "positions"
 constexpr int64_t kMaxPositionChunks = 64; // partial-sum rows in "positions" backward
 constexpr int64_t kConvertBlock = 512;     // half/bfloat16 staging buffer, elements
 
-// Fresh outputs of many MB are page-faulted in on first write, 4 KiB at a
-// time: at 16M elements that costs more than the kernel itself. Where the
-// kernel only backs advised regions with huge pages (THP "madvise" mode, the
-// common default), ask for them on the 2 MiB-aligned interior of the buffer,
-// as torch's allocator does under THP_MEM_ALLOC_ENABLE=1. Advisory only:
-// values are unaffected and failure is ignored.
-void prefer_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  const size_t nbytes = t.numel() * t.element_size();
-  if (nbytes < 2 * kHugePage) {
-    return;
-  }
-  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t last = (begin + nbytes) & ~(kHugePage - 1);
-  if (last > first) {
-    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  }
-#endif
+// Per channel with fast-moving channels and a row short enough for arrays.
+bool use_positions(const Layout& layout) {
+  return layout.channels > 1 && layout.inner < kMinRun &&
+         layout.channels * layout.inner <= kMaxPositions;
 }
 
-struct Layout {
-  int64_t outer;
-  int64_t channels;
-  int64_t inner;
-  int64_t numel() const { return outer * channels * inner; }
-  // Per channel with fast-moving channels and a row short enough for arrays.
-  bool use_positions() const {
-    return channels > 1 && inner < kMinRun && channels * inner <= kMaxPositions;
-  }
-};
 
-// [outer, channels, inner] of a dense tensor read in memory order.
-Layout memory_layout(const at::Tensor& t, std::optional<int64_t> axis) {
-  if (!axis.has_value()) {
-    return {1, 1, t.numel()};
-  }
-  std::vector<int64_t> order(t.dim());
-  std::iota(order.begin(), order.end(), 0);
-  // Decreasing stride is memory order; size-1 dims may sit anywhere.
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return t.stride(a) > t.stride(b); });
-  int64_t outer = 1, inner = 1;
-  bool past_axis = false;
-  for (const int64_t d : order) {
-    if (d == *axis) {
-      past_axis = true;
-    } else if (past_axis) {
-      inner *= t.size(d);
-    } else {
-      outer *= t.size(d);
-    }
-  }
-  return {outer, t.size(*axis), inner};
-}
+
 
 template <typename T>
 std::vector<KernelRange<T>> kernel_ranges(const char* op, const at::Tensor& min,
@@ -170,7 +124,7 @@ void forward_kernel(const at::Tensor& x, at::Tensor& y, uint8_t* mask, const Lay
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
   const int64_t numel = layout.numel();
-  if (layout.use_positions()) {
+  if (use_positions(layout)) {
     const PositionRanges<T> positions(ranges, layout);
     const int64_t row = layout.channels * layout.inner;
     at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
@@ -240,7 +194,7 @@ void backward_kernel(const at::Tensor& grad, const at::Tensor& mask, at::Tensor&
   if (numel == 0) {
     return;
   }
-  if (layout.use_positions()) {
+  if (use_positions(layout)) {
     // Chunks of whole rows, each with its own per-position partial sums.
     const int64_t row = layout.channels * layout.inner;
     const int64_t chunks =

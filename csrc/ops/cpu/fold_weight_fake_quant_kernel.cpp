@@ -40,12 +40,10 @@
 #include <vector>
 
 #include "../fake_quant_math.h"
+#include "tensor_layout.h"
 #include "../fold_weight_fake_quant.h"
 #include "fake_quant_span.h"
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define EDGEQAT_FOLD_MULTIVERSION \
@@ -222,25 +220,7 @@ using detail::KernelRange;
 
 constexpr int64_t kGrain = 32768;  // elements per parallel task, at least
 
-// Fresh weight-sized outputs are page-faulted in 4 KiB at a time on first write, which costs
-// about as much as the kernel; where the kernel backs only advised regions with huge pages
-// (THP "madvise"), ask for them on the 2 MiB-aligned interior, as the fake-quant CPU kernel
-// does. Advisory only: values are unaffected and failure is ignored.
-void prefer_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  const size_t nbytes = t.numel() * t.element_size();
-  if (nbytes < 2 * kHugePage) {
-    return;
-  }
-  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t last = (begin + nbytes) & ~(kHugePage - 1);
-  if (last > first) {
-    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  }
-#endif
-}
+using cpu::prefer_huge_pages;  // weight-sized outputs fault in 4 KiB at a time otherwise
 
 // Whether each output channel is one contiguous block of numel / C elements in memory.
 bool channel_blocks(const at::Tensor& t) {

@@ -14,6 +14,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/irange.h>
 
+#include "tensor_layout.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -35,33 +37,8 @@ constexpr int64_t kPiece = 32768;       // elements reduced by one task, at most
 constexpr int64_t kMinRun = 64;         // shorter runs of one channel: "positions"
 constexpr int64_t kMaxPositions = 1 << 16;
 
-// [outer, channels, inner] of a dense tensor read in memory order (as the
-// fake-quant CPU kernel walks it).
-struct Layout {
-  int64_t outer, channels, inner;
-};
-
-inline Layout memory_layout(const at::Tensor& t, std::optional<int64_t> axis) {
-  if (!axis.has_value()) {
-    return {1, 1, t.numel()};
-  }
-  std::vector<int64_t> order(t.dim());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return t.stride(a) > t.stride(b); });
-  int64_t outer = 1, inner = 1;
-  bool past_axis = false;
-  for (const int64_t d : order) {
-    if (d == *axis) {
-      past_axis = true;
-    } else if (past_axis) {
-      inner *= t.size(d);
-    } else {
-      outer *= t.size(d);
-    }
-  }
-  return {outer, t.size(*axis), inner};
-}
+using cpu::Layout;
+using cpu::memory_layout;
 
 // float for float / half / bfloat16 (exact), double for double.
 template <typename scalar_t>
