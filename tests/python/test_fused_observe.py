@@ -535,9 +535,8 @@ def test_compile_errors_like_eager(fresh_compile_cache):
 
 
 def test_overflow_is_checked_in_each_side_dtype():
-    """A float16 observed_max cannot hold 1e5: an error, the state untouched. (observe_min_max_
-    checks both sides in observed_min's dtype only and stores inf here: the one case where the
-    fused op deliberately differs from it.)"""
+    """A float16 observed_max cannot hold 1e5: an error, the state untouched (observe_min_max_
+    raises too)."""
     lo = torch.tensor(INF, dtype=torch.float64)
     hi = torch.tensor(-INF, dtype=torch.float16)
     _fails_untouched(

@@ -686,3 +686,15 @@ def test_compile_errors_like_eager(fresh_compile_cache):
     with pytest.raises(RuntimeError, match="x contains 1 NaN"):
         compiled(lo, hi, torch.tensor([0.0, float("nan")]))
     assert (lo.item(), hi.item()) == (-0.5, 2.0)
+
+
+def test_overflow_is_checked_in_each_side_dtype():
+    # observed_min in float64, observed_max in float16: 1e5 fits the first, not the second.
+    lo = torch.tensor(float("inf"), dtype=torch.float64)
+    hi = torch.tensor(float("-inf"), dtype=torch.float16)
+    with pytest.raises(RuntimeError) as info:
+        op(lo, hi, torch.tensor([0.0, 1e5]), None)
+    message = str(info.value)
+    assert "the batch range [0, 100000] overflows the state dtypes" in message
+    assert "running_min Double, running_max Half" in message
+    assert float(lo) == float("inf") and float(hi) == float("-inf")  # untouched

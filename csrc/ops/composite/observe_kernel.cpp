@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <sstream>
 
 namespace edgeqat::ops {
 namespace {
@@ -62,10 +63,19 @@ void observe_min_max_composite(at::Tensor& running_min, at::Tensor& running_max,
                   at::isinf(x).sum().item<int64_t>(),
                   " infinite value(s); the observed range would be lost");
     }
-    const auto state_dtype = running_min.scalar_type();
-    TORCH_CHECK(finite(batch_min.to(state_dtype)) && finite(batch_max.to(state_dtype)), kOp,
-                ": the batch range [", batch_min.min().item<double>(), ", ",
-                batch_max.max().item<double>(), "] overflows the state dtype ", state_dtype);
+    // Each end against its own state's dtype: min and max may be stored in different dtypes.
+    const auto min_dtype = running_min.scalar_type();
+    const auto max_dtype = running_max.scalar_type();
+    if (!finite(batch_min.to(min_dtype)) || !finite(batch_max.to(max_dtype))) {
+      std::ostringstream dtypes;
+      if (min_dtype == max_dtype) {
+        dtypes << "dtype " << min_dtype;
+      } else {
+        dtypes << "dtypes (running_min " << min_dtype << ", running_max " << max_dtype << ")";
+      }
+      TORCH_CHECK(false, kOp, ": the batch range [", batch_min.min().item<double>(), ", ",
+                  batch_max.max().item<double>(), "] overflows the state ", dtypes.str());
+    }
   }
   batch_min = batch_min.to(running_min.scalar_type());
   batch_max = batch_max.to(running_max.scalar_type());
