@@ -35,8 +35,8 @@ void check_state(const char* name, const at::Tensor& state, const at::Tensor& x,
               " but x is on ", x.device());
   if (axis.has_value()) {
     TORCH_CHECK(state.dim() == 1 && state.sym_size(0) == x.sym_size(*axis), op, ": ", name,
-                " must be 1-D of length x.size(", *axis, ") = ", x.sym_size(*axis),
-                ", got shape ", state.sym_sizes());
+                " must be 1-D of length x.size(", *axis, ") = ", x.sym_size(*axis), ", got shape ",
+                state.sym_sizes());
   } else {
     TORCH_CHECK(state.dim() == 0, op, ": ", name, " must be a 0-dim tensor, got shape ",
                 state.sym_sizes());
@@ -49,15 +49,13 @@ std::optional<int64_t> check_observe_fake_quant_args(const at::Tensor& observed_
                                                      const at::Tensor& observed_max,
                                                      const at::Tensor& x,
                                                      std::optional<int64_t> axis_in,
-                                                     double averaging_constant,
-                                                     int64_t num_bits) {
+                                                     double averaging_constant, int64_t num_bits) {
   const char* op = kObserveFakeQuantOp;
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), op,
               ": x must be a floating-point tensor, got dtype ", x.scalar_type());
   TORCH_CHECK(averaging_constant > 0.0 && averaging_constant <= 1.0, op,
               ": averaging_constant must be in (0, 1], got ", averaging_constant);
-  TORCH_CHECK(num_bits >= 2 && num_bits <= 16, op, ": num_bits must be in [2, 16], got ",
-              num_bits);
+  TORCH_CHECK(num_bits >= 2 && num_bits <= 16, op, ": num_bits must be in [2, 16], got ", num_bits);
   std::optional<int64_t> axis;
   if (axis_in.has_value()) {
     const int64_t ndim = x.dim();
@@ -81,6 +79,26 @@ std::pair<at::Tensor, at::Tensor> quant_range_from_observed(const at::Tensor& ob
     return {bound.neg(), bound};
   }
   return {lo, hi};
+}
+
+std::tuple<at::Tensor, at::Tensor> fake_quant_with_range(const at::Tensor& x, const at::Tensor& lo,
+                                                         const at::Tensor& hi,
+                                                         std::optional<int64_t> axis,
+                                                         int64_t num_bits, bool narrow_range,
+                                                         bool with_mask) {
+  if (with_mask) {
+    static const auto cachemask = c10::Dispatcher::singleton()
+                                      .findSchemaOrThrow("edgeqat::_fake_quant_cachemask", "")
+                                      .typed<std::tuple<at::Tensor, at::Tensor>(
+                                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                          std::optional<int64_t>, int64_t, bool)>();
+    return cachemask.call(x, lo, hi, axis, num_bits, narrow_range);
+  }
+  if (axis.has_value()) {
+    return {fake_quant_with_min_max_vars_per_channel(x, lo, hi, *axis, num_bits, narrow_range),
+            at::Tensor()};
+  }
+  return {fake_quant_with_min_max_vars(x, lo, hi, num_bits, narrow_range), at::Tensor()};
 }
 
 }  // namespace ops

@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <tuple>
 #include <utility>
 
 namespace edgeqat::ops {
@@ -32,5 +33,14 @@ std::optional<int64_t> check_observe_fake_quant_args(const at::Tensor& observed_
 std::pair<at::Tensor, at::Tensor> quant_range_from_observed(const at::Tensor& observed_min,
                                                             const at::Tensor& observed_max,
                                                             bool symmetric);
+
+// Fake quant of x with the range [lo, hi] (per tensor, or per channel along
+// axis): (output, mask) through _fake_quant_cachemask when with_mask (what
+// autograd needs), else (output, undefined) through the public op.
+std::tuple<at::Tensor, at::Tensor> fake_quant_with_range(const at::Tensor& x, const at::Tensor& lo,
+                                                         const at::Tensor& hi,
+                                                         std::optional<int64_t> axis,
+                                                         int64_t num_bits, bool narrow_range,
+                                                         bool with_mask);
 
 }  // namespace edgeqat::ops

@@ -11,6 +11,14 @@
 
 namespace edgeqat::ops::composite {
 
+// Nudged ranges as tensors (compute dtype), broadcastable like the min / max they came from.
+struct NudgedTensors {
+  at::Tensor lo, hi, scale, zero_index;
+};
+
+NudgedTensors nudge(const at::Tensor& mn, const at::Tensor& mx, int64_t num_bits,
+                    bool narrow_range);
+
 std::tuple<at::Tensor, at::Tensor> fake_quant_cachemask(const at::Tensor& x, const at::Tensor& min,
                                                         const at::Tensor& max,
                                                         std::optional<int64_t> axis,

@@ -9,28 +9,13 @@
 #include "fake_quant_composite.h"
 
 namespace edgeqat::ops::composite {
-namespace {
 
-// Nudged ranges as tensors broadcastable against x (compute dtype).
-struct RangeTensors {
-  at::Tensor lo, hi, scale, zero_index;
-};
-
-RangeTensors nudge_tensors(const char* op, const at::Tensor& x, const at::Tensor& min,
-                           const at::Tensor& max, std::optional<int64_t> axis, int64_t num_bits,
-                           bool narrow_range) {
-  const auto dtype = compute_dtype(x.scalar_type());
-  // The value checks need the numbers on the host: one sync per call, until
-  // devices get fused kernels.
-  checked_host_ranges(op, min, max, dtype);
-  at::Tensor mn = min.to(dtype);
-  at::Tensor mx = max.to(dtype);
-  if (axis.has_value()) {
-    std::vector<int64_t> shape(x.dim(), 1);
-    shape[*axis] = -1;
-    mn = mn.reshape(shape);
-    mx = mx.reshape(shape);
-  }
+// TF's nudging as ATen ops on min / max already in the compute dtype (any
+// broadcastable shape): the kernel range [lo, hi] ([0, 0] when degenerate), the
+// scale (1 when degenerate) and the zero point's index above qmin.
+NudgedTensors nudge(const at::Tensor& mn, const at::Tensor& mx, int64_t num_bits,
+                    bool narrow_range) {
+  const auto dtype = mn.scalar_type();
   const double qmin = static_cast<double>(detail::quant_min(narrow_range));
   const double qmax = static_cast<double>(detail::quant_max(num_bits));
   // Divide by a device tensor, not a host number: CUDA turns division by a
@@ -50,6 +35,26 @@ RangeTensors nudge_tensors(const char* op, const at::Tensor& x, const at::Tensor
           at::where(degenerate, zero, zp - qmin)};
 }
 
+namespace {
+
+NudgedTensors nudge_tensors(const char* op, const at::Tensor& x, const at::Tensor& min,
+                            const at::Tensor& max, std::optional<int64_t> axis, int64_t num_bits,
+                            bool narrow_range) {
+  const auto dtype = compute_dtype(x.scalar_type());
+  // The value checks need the numbers on the host: one sync per call, until
+  // devices get fused kernels.
+  checked_host_ranges(op, min, max, dtype);
+  at::Tensor mn = min.to(dtype);
+  at::Tensor mx = max.to(dtype);
+  if (axis.has_value()) {
+    std::vector<int64_t> shape(x.dim(), 1);
+    shape[*axis] = -1;
+    mn = mn.reshape(shape);
+    mx = mx.reshape(shape);
+  }
+  return nudge(mn, mx, num_bits, narrow_range);
+}
+
 std::vector<int64_t> reduce_dims(int64_t ndim, std::optional<int64_t> axis) {
   std::vector<int64_t> dims;
   for (int64_t d = 0; d < ndim; ++d) {
@@ -66,8 +71,8 @@ at::Tensor fake_quant_composite(const at::Tensor& x, const at::Tensor& min, cons
 }
 
 at::Tensor fake_quant_per_channel_composite(const at::Tensor& x, const at::Tensor& min,
-                                            const at::Tensor& max, int64_t axis,
-                                            int64_t num_bits, bool narrow_range) {
+                                            const at::Tensor& max, int64_t axis, int64_t num_bits,
+                                            bool narrow_range) {
   return std::get<0>(fake_quant_cachemask(x, min, max, axis, num_bits, narrow_range));
 }
 

@@ -14,6 +14,7 @@
 #include "../fold_weight_fake_quant.h"
 #include "../observe_fake_quant.h"
 #include "edgeqat/ops.h"
+#include "fake_quant_composite.h"
 
 namespace edgeqat::ops {
 namespace {
@@ -47,25 +48,14 @@ std::pair<at::Tensor, at::Tensor> zero_and_safe(const at::Tensor& f) {
 std::pair<at::Tensor, at::Tensor> nudged_range(const at::Tensor& min, const at::Tensor& max,
                                                at::ScalarType compute, int64_t num_bits,
                                                bool narrow_range) {
-  const at::Tensor mn = min.to(compute);
-  const at::Tensor mx = max.to(compute);
-  const double qmin = static_cast<double>(detail::quant_min(narrow_range));
-  const double qmax = static_cast<double>(detail::quant_max(num_bits));
-  const at::Tensor scale = (mx - mn) / at::full({}, qmax - qmin, mx.options());
-  const at::Tensor degenerate = scale.le(0);
-  const at::Tensor safe_scale = at::where(degenerate, at::ones_like(scale), scale);
-  const at::Tensor zp_from_min = qmin - mn / safe_scale;
-  const at::Tensor fl = at::floor(zp_from_min);
-  const at::Tensor zp = (fl + (zp_from_min - fl).ge(0.5).to(compute)).clamp(qmin, qmax);
-  const at::Tensor zero = at::zeros_like(scale);
-  return {at::where(degenerate, zero, (qmin - zp) * scale),
-          at::where(degenerate, zero, (qmax - zp) * scale)};
+  const auto nudged = composite::nudge(min.to(compute), max.to(compute), num_bits, narrow_range);
+  return {nudged.lo, nudged.hi};
 }
 
 // Where W * f lay inside the nudged range in the forward (detail::kInside): W * f recomputed
 // as the forward computed it, compared in the compute dtype as the fake-quant kernels compare.
-at::Tensor inside_range(const at::Tensor& weight, const at::Tensor& f,
-                        const at::Tensor& nudged_min, const at::Tensor& nudged_max) {
+at::Tensor inside_range(const at::Tensor& weight, const at::Tensor& f, const at::Tensor& nudged_min,
+                        const at::Tensor& nudged_max) {
   const at::Tensor folded = (weight * f).to(nudged_min.scalar_type());
   at::Tensor lo = nudged_min, hi = nudged_max;
   if (nudged_min.dim() == 1) {
@@ -89,9 +79,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fold_weight_fake_quant_nudged_com
     at::Tensor& observed_min, at::Tensor& observed_max, const at::Tensor& weight,
     const at::Tensor& factor, bool observe, double averaging_constant, bool accumulate,
     bool symmetric, int64_t num_bits, bool narrow_range, bool unfold) {
-  return fold_weight_fake_quant_composite_impl(observed_min, observed_max, weight, factor,
-                                               observe, averaging_constant, accumulate, symmetric,
-                                               num_bits, narrow_range, unfold,
+  return fold_weight_fake_quant_composite_impl(observed_min, observed_max, weight, factor, observe,
+                                               averaging_constant, accumulate, symmetric, num_bits,
+                                               narrow_range, unfold,
                                                /*with_range=*/true);
 }
 
@@ -146,11 +136,9 @@ std::tuple<at::Tensor, at::Tensor> fold_weight_fake_quant_backward_composite(
   const at::Tensor grad_quotient = at::where(zero, zero_value, grad);
   const at::Tensor t = at::where(inside, grad_quotient / safe, zero_value);
   const at::Tensor grad_weight = at::where(zero, grad, zero_value) + t * f;
-  const at::Tensor grad_safe =
-      sum_to_channels(grad_quotient.neg() * (output->div(safe)), dims);
-  const at::Tensor grad_factor =
-      sum_to_channels(t * weight, dims).reshape_symint(channels) +
-      at::where(zero, zero_value, grad_safe).reshape_symint(channels);
+  const at::Tensor grad_safe = sum_to_channels(grad_quotient.neg() * (output->div(safe)), dims);
+  const at::Tensor grad_factor = sum_to_channels(t * weight, dims).reshape_symint(channels) +
+                                 at::where(zero, zero_value, grad_safe).reshape_symint(channels);
   return {grad_weight, grad_factor};
 }
 

@@ -20,38 +20,24 @@ std::tuple<at::Tensor, at::Tensor> observe_fake_quant_composite_impl(
                                                   averaging_constant, num_bits);
   observe_min_max_(observed_min, observed_max, x, axis, averaging_constant, accumulate);
   auto [lo, hi] = quant_range_from_observed(observed_min, observed_max, symmetric);
-  if (with_mask) {
-    static const auto cachemask =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("edgeqat::_fake_quant_cachemask", "")
-            .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                      const at::Tensor&, std::optional<int64_t>,
-                                                      int64_t, bool)>();
-    return cachemask.call(x, lo, hi, axis, num_bits, narrow_range);
-  }
-  if (axis.has_value()) {
-    return {fake_quant_with_min_max_vars_per_channel(x, lo, hi, *axis, num_bits, narrow_range),
-            at::Tensor()};
-  }
-  return {fake_quant_with_min_max_vars(x, lo, hi, num_bits, narrow_range), at::Tensor()};
+  return fake_quant_with_range(x, lo, hi, axis, num_bits, narrow_range, with_mask);
 }
 
 at::Tensor observe_fake_quant_composite(at::Tensor& observed_min, at::Tensor& observed_max,
                                         const at::Tensor& x, std::optional<int64_t> axis,
-                                        double averaging_constant, bool accumulate,
-                                        bool symmetric, int64_t num_bits, bool narrow_range) {
+                                        double averaging_constant, bool accumulate, bool symmetric,
+                                        int64_t num_bits, bool narrow_range) {
   return std::get<0>(observe_fake_quant_composite_impl(observed_min, observed_max, x, axis,
-                                                       averaging_constant, accumulate,
-                                                       symmetric, num_bits, narrow_range, false));
+                                                       averaging_constant, accumulate, symmetric,
+                                                       num_bits, narrow_range, false));
 }
 
 std::tuple<at::Tensor, at::Tensor> observe_fake_quant_cachemask_composite(
     at::Tensor& observed_min, at::Tensor& observed_max, const at::Tensor& x,
     std::optional<int64_t> axis, double averaging_constant, bool accumulate, bool symmetric,
     int64_t num_bits, bool narrow_range) {
-  return observe_fake_quant_composite_impl(observed_min, observed_max, x, axis,
-                                           averaging_constant, accumulate, symmetric, num_bits,
-                                           narrow_range, true);
+  return observe_fake_quant_composite_impl(observed_min, observed_max, x, axis, averaging_constant,
+                                           accumulate, symmetric, num_bits, narrow_range, true);
 }
 
 }  // namespace

@@ -54,12 +54,10 @@ T& entry(at::Tensor& t, int64_t i) {
 
 double as_double(const at::Tensor& t, int64_t i) {
   double v = 0.0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), kObserveFakeQuantOp,
-                                  [&] {
-                                    v = static_cast<double>(
-                                        t.const_data_ptr<scalar_t>()[t.dim() ? i * t.stride(0)
-                                                                             : 0]);
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, t.scalar_type(), kObserveFakeQuantOp, [&] {
+        v = static_cast<double>(t.const_data_ptr<scalar_t>()[t.dim() ? i * t.stride(0) : 0]);
+      });
   return v;
 }
 
@@ -69,8 +67,7 @@ void update_side_tensor(at::Tensor& state, const std::vector<double>& batch,
       at::kHalf, at::kBFloat16, state.scalar_type(), kObserveFakeQuantOp, [&] {
         for (const auto i : c10::irange(static_cast<int64_t>(batch.size()))) {
           scalar_t& s = entry<scalar_t>(state, i);
-          s = update_side(s, static_cast<scalar_t>(batch[i]), fresh[i] != 0, is_min, c,
-                          accumulate);
+          s = update_side(s, static_cast<scalar_t>(batch[i]), fresh[i] != 0, is_min, c, accumulate);
         }
       });
 }
@@ -87,9 +84,8 @@ bool rounds_finite(const std::vector<double>& values, at::ScalarType dtype) {
 
 // observe_min_max_'s update of the state from the batch range, with its
 // checks and messages. Nothing is written before every check has passed.
-void update_observed_state(at::Tensor& observed_min, at::Tensor& observed_max,
-                           const at::Tensor& x, const cpu::MinMax& batch, double c,
-                           bool accumulate) {
+void update_observed_state(at::Tensor& observed_min, at::Tensor& observed_max, const at::Tensor& x,
+                           const cpu::MinMax& batch, double c, bool accumulate) {
   const char* op = kObserveFakeQuantOp;
   const auto finite = [](const std::vector<double>& v) {
     return std::all_of(v.begin(), v.end(), [](double e) { return std::isfinite(e); });
@@ -106,8 +102,8 @@ void update_observed_state(at::Tensor& observed_min, at::Tensor& observed_max,
         std::pair<const at::Tensor&, const std::vector<double>&>{observed_max, batch.hi}}) {
     TORCH_CHECK(rounds_finite(values, state.scalar_type()), op, ": the batch range [",
                 *std::min_element(batch.lo.begin(), batch.lo.end()), ", ",
-                *std::max_element(batch.hi.begin(), batch.hi.end()),
-                "] overflows the state dtype ", state.scalar_type());
+                *std::max_element(batch.hi.begin(), batch.hi.end()), "] overflows the state dtype ",
+                state.scalar_type());
   }
   // "Nothing observed yet" (min > max) compares the two sides exactly, as
   // the promoted comparison of the composite kernel does.
@@ -125,8 +121,7 @@ void update_observed_state(at::Tensor& observed_min, at::Tensor& observed_max,
 // tensors for the fake-quant kernel. The sign of a zero may differ from the
 // ATen ops' result; a zero end is nudged identically either way.
 std::pair<at::Tensor, at::Tensor> host_quant_range(const at::Tensor& observed_min,
-                                                   const at::Tensor& observed_max,
-                                                   bool symmetric) {
+                                                   const at::Tensor& observed_max, bool symmetric) {
   at::Tensor lo = at::empty(observed_min.sizes(), observed_min.options());
   at::Tensor hi = at::empty(observed_max.sizes(), observed_max.options());
   const int64_t n = observed_min.numel();
@@ -175,20 +170,7 @@ std::tuple<at::Tensor, at::Tensor> observe_fake_quant_cpu_impl(
   const auto [lo, hi] = host_quant_range(observed_min, observed_max, symmetric);
   // The fused fake-quant kernel itself (this kernel runs below autograd).
   at::AutoDispatchBelowADInplaceOrView guard;
-  if (with_mask) {
-    static const auto cachemask =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("edgeqat::_fake_quant_cachemask", "")
-            .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                      const at::Tensor&, std::optional<int64_t>,
-                                                      int64_t, bool)>();
-    return cachemask.call(x, lo, hi, axis, num_bits, narrow_range);
-  }
-  if (axis.has_value()) {
-    return {fake_quant_with_min_max_vars_per_channel(x, lo, hi, *axis, num_bits, narrow_range),
-            at::Tensor()};
-  }
-  return {fake_quant_with_min_max_vars(x, lo, hi, num_bits, narrow_range), at::Tensor()};
+  return fake_quant_with_range(x, lo, hi, axis, num_bits, narrow_range, with_mask);
 }
 
 at::Tensor observe_fake_quant_cpu(at::Tensor& observed_min, at::Tensor& observed_max,
