@@ -56,4 +56,17 @@ using QuantizeKernel = void (*)(KernelContext* ctx, const QuantizeParams& params
 using DequantizeKernel = void (*)(KernelContext* ctx, const QuantizeParams& params, size_t count,
                                   const int8_t* input, float* output);
 
+// One implementation of every kernel: the interpreter runs a table, tests compare two tables.
+struct KernelTable {
+  const char* name;  // "reference", "fast"
+  Conv2dKernel conv2d;
+  DepthwiseConv2dKernel depthwise_conv2d;
+  FullyConnectedKernel fully_connected;
+  AddKernel add;
+  Pool2dKernel average_pool2d;
+  Pool2dKernel max_pool2d;
+  QuantizeKernel quantize;
+  DequantizeKernel dequantize;
+};
+
 }  // namespace edgeqat::runtime

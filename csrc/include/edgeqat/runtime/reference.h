@@ -64,4 +64,7 @@ inline constexpr Pool2dKernel kMaxPool2d = &max_pool2d;
 inline constexpr QuantizeKernel kQuantize = &quantize;
 inline constexpr DequantizeKernel kDequantize = &dequantize;
 
+// The reference kernels as a table (name "reference").
+const KernelTable& kernels();
+
 }  // namespace edgeqat::runtime::reference
