@@ -312,10 +312,10 @@ torch::Tensor fused_folded_weight(FakeQuantizerImpl& quantizer, const torch::Ten
   if (!observe && !quantizer.has_range()) {
     quantizer.observed_range();  // throws FakeQuantizer's error
   }
-  return edgeqat::fold_weight_fake_quant_(
-      quantizer.observed_min, quantizer.observed_max, weight, factor, observe,
-      spec.averaging_constant(), source == RangeSource::Running, spec.symmetric(),
-      spec.num_bits(), spec.narrow_range(), unfold);
+  return edgeqat::fold_weight_fake_quant_(quantizer.observed_min, quantizer.observed_max, weight,
+                                          factor, observe, spec.averaging_constant(),
+                                          source == RangeSource::Running, spec.symmetric(),
+                                          spec.num_bits(), spec.narrow_range(), unfold);
 }
 
 }  // namespace
@@ -347,9 +347,9 @@ torch::Tensor ConvBn2dImpl::forward_batch_stats(const torch::Tensor& x,
   // branch on the values keeps the path free of host syncs. Same op order as
   // Python's ConvBn2d, so the results are bit for bit the same.
   const auto zero = (factor == 0).reshape({-1, 1, 1, 1});
-  const auto safe_factor = torch::where(
-      zero, torch::ones_like(weight_q.narrow(1, 0, 1).narrow(2, 0, 1).narrow(3, 0, 1)),
-      factor.reshape({-1, 1, 1, 1}));
+  const auto safe_factor =
+      torch::where(zero, torch::ones_like(weight_q.narrow(1, 0, 1).narrow(2, 0, 1).narrow(3, 0, 1)),
+                   factor.reshape({-1, 1, 1, 1}));
   const auto w = torch::where(zero, weight, weight_q / safe_factor);
   const auto y = conv2d(options, x, w, bias);
   return bn(y);
@@ -366,13 +366,61 @@ void ConvBn2dImpl::pretty_print(std::ostream& stream) const {
 // ActQuant, SharedActQuant, QuantAdd
 // ---------------------------------------------------------------------------
 
-ActQuantImpl::ActQuantImpl(const QConfig& config_) : config(config_) { reset(); }
+ActQuantImpl::ActQuantImpl(const QConfig& config_, Activation activation_)
+    : config(config_), activation(activation_) {
+  check_activation(activation, "ActQuant");
+  reset();
+}
 
 void ActQuantImpl::reset() {
   quantizer = register_module("quantizer", FakeQuantizer(config.activation()));
 }
 
-torch::Tensor ActQuantImpl::forward(const torch::Tensor& x) { return quantizer(x); }
+torch::Tensor ActQuantImpl::forward(const torch::Tensor& x) {
+  if (activation == Activation::Identity) return quantizer(x);
+  if (can_fuse_activation()) return fused_activation_forward(x);
+  // Not in place: x may be a tensor other code still reads.
+  return quantizer(activation == Activation::ReLU ? torch::relu(x) : torch::hardtanh(x, 0.0, 6.0));
+}
+
+bool ActQuantImpl::can_fuse_activation() const {
+  const auto& spec = quantizer->spec();
+  const Mode mode = quantizer->mode();
+  if ((mode != Mode::Observe && mode != Mode::Frozen) || spec.symmetric() || spec.per_channel()) {
+    return false;
+  }
+  // The observed range must lie in the activation's output range (true by
+  // construction: it is observed on activation(x); Python checks it when a
+  // state_dict is loaded). Unobserved entries are (inf, -inf).
+  const auto& lo = quantizer->observed_min;
+  const auto& hi = quantizer->observed_max;
+  auto inside = lo.ge(0.0);
+  if (activation == Activation::ReLU6) inside = inside.logical_and(hi.le(6.0));
+  return inside.logical_or(lo.gt(hi)).all().item<bool>();
+}
+
+torch::Tensor ActQuantImpl::fused_activation_forward(const torch::Tensor& x) {
+  // As Python's ActQuant._fused_activation_forward: the observer sees
+  // activation(x)'s batch range (x's, clamped to [0, inf) or [0, 6]); the
+  // asymmetric range made from it has lower end exactly 0 (and upper end <= 6
+  // for ReLU6), so fake-quantizing x clamps like the activation would.
+  const auto& spec = quantizer->spec();
+  if (quantizer->mode() == Mode::Observe && quantizer->is_training() && x.numel() > 0) {
+    auto [lo, hi] = torch::aminmax(x.detach());
+    auto batch = torch::stack({lo, hi});
+    batch = activation == Activation::ReLU6 ? batch.clamp(0.0, 6.0) : batch.clamp(0.0);
+    edgeqat::observe_min_max_(quantizer->observed_min, quantizer->observed_max, batch, std::nullopt,
+                              spec.averaging_constant(),
+                              spec.range_source() == RangeSource::Running);
+  }
+  auto [lo, hi] = quantizer->observed_range();
+  return edgeqat::fake_quant_with_min_max_vars(x, lo.to(x.device()), hi.to(x.device()),
+                                               spec.num_bits(), spec.narrow_range());
+}
+
+void ActQuantImpl::pretty_print(std::ostream& stream) const {
+  stream << "edgeqat::nn::ActQuant(activation='" << activation_name(activation) << "')";
+}
 
 SharedActQuantImpl::SharedActQuantImpl(ActQuant source_) : source(std::move(source_)) {
   TORCH_CHECK_VALUE(!source.is_empty(),
@@ -411,10 +459,13 @@ QuantAddImpl::QuantAddImpl(const QuantAddOptions& options_) : options(options_) 
   reset();
 }
 
-void QuantAddImpl::reset() { out_quant = register_module("out_quant", ActQuant(options.config())); }
+void QuantAddImpl::reset() {
+  // The output quantizer applies the activation (fused into its fake quant).
+  out_quant = register_module("out_quant", ActQuant(options.config(), options.activation()));
+}
 
 torch::Tensor QuantAddImpl::forward(const torch::Tensor& a, const torch::Tensor& b) {
-  return out_quant(apply_activation(a + b, options.activation()));
+  return out_quant(a + b);
 }
 
 void QuantAddImpl::pretty_print(std::ostream& stream) const {

@@ -352,17 +352,27 @@ def _place_quantizers(gm: fx.GraphModule, config: QConfig, unsupported: Unsuppor
     problems: list[str] = []
 
     def output_quantizer(node: fx.Node, name: str) -> None:
-        # The int8 op's output parameters go after the ReLU / ReLU6 it clamps to.
-        last = node
-        if len(node.users) == 1:
+        # The int8 op's output parameters are those of its ReLU / ReLU6 output (the int8 op
+        # clamps to it). The activation moves into the ActQuant, which fuses it into the fake
+        # quant (one pass over the tensor and one tensor kept for the backward fewer): from a
+        # fused ConvBn2d, or an activation node right after the op.
+        module = _module(gm, node)
+        activation = None
+        if isinstance(module, ConvBn2d) and module.activation is not None:
+            activation, module.activation = module.activation, None
+        elif len(node.users) == 1:
             user = next(iter(node.users))
-            if _activation_of(gm, user) is not None and user.args[0] is node:
-                quant_of[node] = None
-                last = user
-        aq = ActQuant(config)
+            activation = _activation_of(gm, user)
+            if activation is not None and user.args[0] is node:
+                user.replace_all_uses_with(node)
+                gm.graph.erase_node(user)
+                quant_of[user] = None  # erased: the loop below skips it
+            else:
+                activation = None
+        aq = ActQuant(config, activation=activation)
         path = _new_module_path(gm, _owner_path(node), f"{name}_out_quant")
-        quant_of[_insert_after(gm, last, path, aq)] = aq
-        quant_of[last] = aq
+        quant_of[_insert_after(gm, node, path, aq)] = aq
+        quant_of[node] = aq
 
     for node in list(gm.graph.nodes):
         if node in quant_of or node.op in ("output", "get_attr") or not _is_tensor(node):

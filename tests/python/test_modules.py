@@ -582,6 +582,82 @@ def test_quant_add_fused_activation(activation):
         QuantAdd(activation="gelu")
 
 
+def _act_reference(activation, x, lo, hi):
+    """fq(act(x)) with the relu applied as its own op: values and (away from x == 0, 6) the
+    gradient the fused path must give."""
+    act = F.relu if activation == "relu" else F.relu6
+    return ops.fake_quant_with_min_max_vars(act(x), lo, hi, 8, False)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_act_quant_fused_activation(activation):
+    torch.manual_seed(53)
+    act = F.relu if activation == "relu" else F.relu6
+    aq = ActQuant(activation=activation)
+    plain = ActQuant()  # observes act(x) as a separate op: the unfused semantics
+    for step in range(3):
+        x = 5 * torch.randn(4, 6, 5, 5) + step
+        x.view(-1)[:5] = torch.tensor([0.0, 6.0, -1e-9, 6.0 + 1e-6, 1e-9])  # the boundaries
+        xf, xr = leaf(x), leaf(x)
+        y = aq(xf)
+        expected = plain(act(xr))
+        # Values and the observed range: bit for bit those of fq(act(x)).
+        assert torch.equal(y, expected)
+        assert torch.equal(aq.quantizer.observed_min, plain.quantizer.observed_min)
+        assert torch.equal(aq.quantizer.observed_max, plain.quantizer.observed_max)
+        assert float(aq.quantizer.observed_min) == 0.0
+        # Gradient: the straight-through mask on x; act'(x) * mask differs only at x == 0
+        # (and x == 6 for ReLU6), where the fused path passes the gradient.
+        g = torch.randn_like(x)
+        y.backward(g)
+        expected.backward(g)
+        boundary = (x == 0) | ((x == 6) if activation == "relu6" else torch.zeros_like(x).bool())
+        assert torch.equal(xf.grad[~boundary], xr.grad[~boundary])
+        assert torch.equal(xf.grad[x == 0], g[x == 0])
+    # Frozen and eval: the same range, no observation.
+    lo, hi = aq.quantizer.quant_range()
+    x = 8 * torch.randn(3, 6, 4, 4)
+    aq.quantizer.freeze()
+    assert torch.equal(aq(x), _act_reference(activation, x, lo, hi))
+    aq.quantizer.observe()
+    aq.eval()
+    assert torch.equal(aq(x), _act_reference(activation, x, lo, hi))
+    assert torch.equal(aq.quantizer.quant_range()[1], hi)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_act_quant_activation_unfused_paths(activation):
+    torch.manual_seed(54)
+    x = 4 * torch.randn(2, 3, 4, 4)
+    # Learn mode: the learned lower end may leave 0, so the activation comes first.
+    aq = ActQuant(activation=activation)
+    aq(x)
+    aq.quantizer.learn()
+    with torch.no_grad():
+        aq.quantizer.learned_min.fill_(-0.5)
+    lo, hi = aq.quantizer.learned_range()
+    assert torch.equal(aq(x), _act_reference(activation, x, lo.detach(), hi.detach()))
+    # A symmetric spec cannot fuse (its range is [-b, b]): activation first.
+    sym = QConfig(activation=QConfig().activation.replace(symmetric=True))
+    aq = ActQuant(sym, activation=activation)
+    y = aq(x)
+    lo, hi = aq.quantizer.quant_range()
+    assert float(lo) < 0
+    assert torch.equal(y, _act_reference(activation, x, lo, hi))
+    # A loaded state whose range leaves the activation's output range: activation first.
+    aq = ActQuant(activation=activation)
+    aq(x)
+    state = aq.state_dict()
+    state["quantizer.observed_min"] = torch.tensor(-1.0)
+    state["quantizer.observed_max"] = torch.tensor(9.0)
+    aq.load_state_dict(state)
+    aq.quantizer.freeze()
+    assert not aq._can_fuse_activation()
+    assert torch.equal(aq(x), _act_reference(activation, x, torch.tensor(-1.0), torch.tensor(9.0)))
+    with pytest.raises(ValueError, match="activation.*'tanh'"):
+        ActQuant(activation="tanh")
+
+
 def test_shared_act_quant_uses_the_source_range_and_never_observes():
     torch.manual_seed(53)
     source = ActQuant()

@@ -200,8 +200,22 @@ def assert_quantizers_placed(gm: torch.fx.GraphModule) -> dict[str, int]:
     return counts
 
 
-def conv_bn_activations(gm: nn.Module) -> list[str | None]:
-    return [m.activation for m in gm.modules() if isinstance(m, ConvBn2d)]
+def output_activation(gm: torch.fx.GraphModule, path: str) -> str | None:
+    """The ReLU / ReLU6 of the layer at ``path``: prepare_qat moves it from the layer (a fused
+    ConvBn2d, or an activation node after it) into the layer's output ActQuant, which fuses
+    it into its fake quant."""
+    layer = gm.get_submodule(path)
+    if isinstance(layer, ConvBn2d):
+        assert layer.activation is None, path
+    return gm.get_submodule(f"{path}_out_quant").activation
+
+
+def conv_bn_activations(gm: torch.fx.GraphModule) -> list[str | None]:
+    return [
+        output_activation(gm, node.target)
+        for node in gm.graph.nodes
+        if isinstance(_module(gm, node), ConvBn2d)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,22 +350,23 @@ def test_structure_hand_written_model():
     assert counts == {"input": 1, "weighted": 5, "add": 2, "avgpool": 1, "act_quant_nodes": 7}
 
     stem, dw, proj = qat.get_submodule("stem.0"), qat.dw, qat.proj
-    assert (type(stem), stem.activation) == (ConvBn2d, "relu")
-    assert (type(dw), dw.activation, dw.groups) == (ConvBn2d, "relu6", 8)
-    assert (type(proj), proj.activation) == (ConvBn2d, None)
+    assert (type(stem), output_activation(qat, "stem.0")) == (ConvBn2d, "relu")
+    assert (type(dw), output_activation(qat, "dw"), dw.groups) == (ConvBn2d, "relu6", 8)
+    assert (type(proj), output_activation(qat, "proj")) == (ConvBn2d, None)
     assert type(qat.side) is QuantConv2d and type(qat.fc) is QuantLinear
     adds = [m for m in qat.modules() if isinstance(m, QuantAdd)]
     assert sorted(str(a.activation) for a in adds) == ["None", "relu"]
+    assert all(a.out_quant.activation == a.activation for a in adds)
     # The fused BN's parameters and statistics are the model's.
     assert torch.equal(stem.weight, model.stem[0].weight)
     assert torch.equal(stem.bn.running_var, model.stem[1].running_var)
     assert torch.equal(dw.bn.weight, model.dw_bn.weight)
 
     nodes = {n.name: n for n in qat.graph.nodes}
-    # The functional ReLU after the BN-less conv: the quantizer goes after the ReLU.
-    relu_after_side = next(iter(nodes["side"].users))
-    assert _is_activation(qat, relu_after_side)
-    assert isinstance(_module(qat, next(iter(relu_after_side.users))), ActQuant)
+    # The functional ReLU after the BN-less conv moves into the conv's output quantizer.
+    (side_quant,) = nodes["side"].users
+    assert isinstance(_module(qat, side_quant), ActQuant)
+    assert output_activation(qat, "side") == "relu"
     # The concat gets its own quantizer; the average pool rounds to that grid.
     cat_quant = _users_are_one_act_quant(qat, nodes["cat"])
     assert cat_quant is not None
@@ -390,15 +405,16 @@ def test_structure_resnet18(tv):
     assert len(conv_bn_activations(qat)) == n_bn == 20
     # Same paths as the model: the stem and every block's first conv end in a ReLU, the second
     # conv and the downsample do not (the ReLU comes after the add).
-    assert qat.conv1.activation == "relu"
+    assert output_activation(qat, "conv1") == "relu"
     for layer in ("layer1", "layer2", "layer3", "layer4"):
         for i in ("0", "1"):
             block = qat.get_submodule(f"{layer}.{i}")
-            assert block.conv1.activation == "relu"
-            assert block.conv2.activation is None
+            assert output_activation(qat, f"{layer}.{i}.conv1") == "relu"
+            assert output_activation(qat, f"{layer}.{i}.conv2") is None
             assert isinstance(block.add, QuantAdd) and block.add.activation == "relu"
+            assert block.add.out_quant.activation == "relu"
     for layer in ("layer2", "layer3", "layer4"):
-        assert qat.get_submodule(f"{layer}.0.downsample.0").activation is None
+        assert output_activation(qat, f"{layer}.0.downsample.0") is None
     assert type(qat.fc) is QuantLinear
     # max pool: no quantizer after it, its output is on the stem's grid (which the first
     # residual add reads).
@@ -531,9 +547,15 @@ class Reference:
             return -hi.abs(), hi.abs()
         return lo, torch.maximum(hi, lo)
 
-    def act(self, x, key, training):
+    def act(self, x, key, training, relu=False):
+        # relu: the ReLU before the quantizer, which the ActQuant fuses into the fake quant
+        # while observing: it observes relu(x) and fake-quantizes x (the range's lower end is
+        # then 0), so the gradient passes at x == 0. Learning ranges: relu, then fake quant.
+        if relu and self.learned is not None:
+            x, relu = torch.relu(x), False
         if training and self.learned is None:  # EMA, decay 0.999; the first batch sets it
-            ops.observe_min_max_(*self.observed[key], x.detach(), None, 1.0 - 0.999, False)
+            seen = torch.relu(x.detach()) if relu else x.detach()
+            ops.observe_min_max_(*self.observed[key], seen, None, 1.0 - 0.999, False)
         lo, hi = self._range(key)
         return ops.fake_quant_with_min_max_vars(x, lo, hi, 8, False)
 
@@ -556,11 +578,11 @@ class Reference:
         else:
             bias = (torch.zeros_like(self.mean) - self.mean) * factor + self.beta
             y = F.conv2d(x, w1, bias, 1, 1)
-        y = self.act(torch.relu(y), "conv1", training)
+        y = self.act(y, "conv1", training, relu=True)
         z = self.act(
             F.conv2d(y, self.weight(self.w2, "conv2_w", training), self.b2, 1, 1), "conv2", training
         )
-        z = self.act(torch.relu(z + y), "add", training)
+        z = self.act(z + y, "add", training, relu=True)
         lo, hi = self._range("add")  # average pooling: the add's grid, no observer
         p = ops.fake_quant_with_min_max_vars(F.adaptive_avg_pool2d(z, 1), lo, hi, 8, False)
         out = F.linear(torch.flatten(p, 1), self.weight(self.wfc, "fc_w", training), self.bfc)

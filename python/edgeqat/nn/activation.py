@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import QConfig
@@ -11,15 +12,26 @@ from ._common import resolve_config
 
 __all__ = ["ActQuant", "SharedActQuant"]
 
+_ACTIVATIONS = (None, "relu", "relu6")
+
 
 class ActQuant(nn.Module):
     """Fake-quantizes an activation tensor (the model input, or the output of a conv, linear,
     add or pool) with ``config.activation``: one range per tensor, as the int8 model has one
     scale and zero point per activation tensor.
 
+    With ``activation`` (``"relu"`` / ``"relu6"``) it computes ``fq(act(x))``: the activation
+    of the layer before it, moved here (``prepare_qat`` does this for a fused conv + BN + ReLU
+    and for an add + ReLU), where it is exported as that layer's output clamp. With an
+    asymmetric per-tensor range in OBSERVE or FROZEN mode the activation is fused into the
+    fake quant (same values bit for bit, one pass over the tensor and one saved tensor fewer;
+    the gradient differs only at ``x == 0`` exactly, and at ``x == 6`` for ReLU6); otherwise
+    (LEARN mode, where the learned lower end may leave 0) it is applied first.
+
     Args:
         config: the :class:`~edgeqat.QConfig` (default ``QConfig()``: 8 bits, asymmetric,
             EMA of the batch range with decay 0.999, the first batch sets it).
+        activation: ``None`` (default), ``"relu"`` or ``"relu6"``.
 
     Attributes:
         quantizer: the :class:`~edgeqat.FakeQuantizer`; its range (``quantizer.quant_range()``)
@@ -32,13 +44,89 @@ class ActQuant(nn.Module):
         >>> y = aq(torch.randn(8, 16, 4, 4))   # training mode: observes, then quantizes
     """
 
-    def __init__(self, config: QConfig | None = None) -> None:
+    def __init__(self, config: QConfig | None = None, activation: str | None = None) -> None:
         super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"ActQuant: activation must be None, 'relu' or 'relu6', got {activation!r}"
+            )
         self.config = resolve_config(config)
+        self.activation = activation
         self.quantizer = FakeQuantizer(self.config.activation)
+        # Python mirror: whether the observed range lies inside the activation's output range
+        # (true by construction: it is observed on act(x); rechecked when a state_dict is
+        # loaded), which the fused path needs.
+        self._range_in_activation = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quantizer(x)
+        if self.activation is None:
+            return self.quantizer(x)
+        if self._can_fuse_activation():
+            return self._fused_activation_forward(x)
+        return self.quantizer(_apply_activation(self.activation, x))
+
+    # -- the activation fused into the fake quant -------------------------------------------
+
+    def _can_fuse_activation(self) -> bool:
+        quantizer = self.quantizer
+        spec = quantizer.spec
+        return (
+            quantizer.mode in (Mode.OBSERVE, Mode.FROZEN)
+            and spec.range_source in ("last", "ema", "running")
+            and not spec.symmetric
+            and not spec.per_channel
+            and self._range_in_activation
+        )
+
+    def _fused_activation_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The observer sees act(x): its batch range is the batch range of x clamped to the
+        # activation's output range (ReLU: [0, inf), ReLU6: [0, 6]), computed without
+        # materialising act(x). The asymmetric range made from it then has lower end exactly
+        # 0 (the observed minimum is >= 0 and the range is widened to contain 0) and upper end
+        # at most 6 for ReLU6, so fake-quantizing x itself clamps the negative values to 0 and
+        # (ReLU6) values above 6 to a grid point at or below the one 6 rounds to: the output
+        # equals fq(act(x)) bit for bit, one elementwise pass and one saved tensor fewer.
+        # The gradient is the fake quant's straight-through mask on x, so it differs from
+        # act'(x) * mask(act(x)) only at x == 0 exactly (and x == 6 for ReLU6).
+        quantizer = self.quantizer
+        spec = quantizer.spec
+        if quantizer.mode is Mode.OBSERVE and quantizer.training:
+            if x.numel() > 0:
+                batch = torch.stack(torch.aminmax(x.detach()))
+                batch = batch.clamp(0.0, 6.0) if self.activation == "relu6" else batch.clamp(0.0)
+                torch.ops.edgeqat.observe_min_max_(
+                    quantizer.observed_min,
+                    quantizer.observed_max,
+                    batch,
+                    None,
+                    spec.averaging_constant,
+                    spec.range_source == "running",
+                )
+                quantizer._range_known = True
+        elif not quantizer._range_known:
+            quantizer._require_range()  # FakeQuantizer's check and message
+        lo, hi = quantizer._derived_range()
+        return torch.ops.edgeqat.fake_quant_with_min_max_vars(
+            x, lo.to(x.device), hi.to(x.device), spec.num_bits, spec.narrow_range
+        )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        lo = state_dict.get(prefix + "quantizer.observed_min")
+        hi = state_dict.get(prefix + "quantizer.observed_max")
+        if self.activation is not None and isinstance(lo, torch.Tensor):
+            # Filled entries must lie in the activation's range; (inf, -inf) means unobserved.
+            filled = lo <= hi
+            inside = (lo >= 0) & ((hi <= 6.0) if self.activation == "relu6" else True)
+            self._range_in_activation = bool((inside | ~filled).all())
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}" if self.activation else ""
+
+
+def _apply_activation(activation: str, x: torch.Tensor) -> torch.Tensor:
+    # Not in place: x may be a tensor other code still reads.
+    return F.relu(x) if activation == "relu" else F.relu6(x)
 
 
 class SharedActQuant(nn.Module):

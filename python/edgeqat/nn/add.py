@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import QConfig
@@ -46,15 +45,11 @@ class QuantAdd(nn.Module):
                 f"QuantAdd: activation must be None, 'relu' or 'relu6', got {activation!r}"
             )
         self.activation = activation
-        self.out_quant = ActQuant(config)
+        # The output quantizer applies the activation (fused into its fake quant).
+        self.out_quant = ActQuant(config, activation=activation)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        y = a + b  # a fresh tensor: the activation works in place on it
-        if self.activation == "relu":
-            y = F.relu(y, inplace=True)
-        elif self.activation == "relu6":
-            y = F.relu6(y, inplace=True)
-        return self.out_quant(y)
+        return self.out_quant(a + b)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}" if self.activation else ""

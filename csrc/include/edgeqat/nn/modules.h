@@ -242,15 +242,29 @@ TORCH_MODULE(ConvBn2d);
 
 // Fake-quantizes an activation tensor (the model input, or the output of a
 // conv, linear, add or pool) with config.activation(): one range per tensor.
+// With an activation (ReLU / ReLU6) it computes fq(activation(x)): the
+// activation of the layer before it, exported as that layer's output clamp.
+// With an asymmetric per-tensor range in Observe or Frozen mode the activation
+// is fused into the fake quant (observe activation(x)'s range, then
+// fake-quantize x: the same values bit for bit, one pass over the tensor and
+// one saved tensor fewer; the gradient differs only at x == 0 exactly, and
+// x == 6 for ReLU6); otherwise it is applied first. Python's edgeqat.ActQuant.
 // Names: quantizer.*. Shape: any; the output has the input's shape and dtype.
 class ActQuantImpl : public torch::nn::Cloneable<ActQuantImpl> {
  public:
-  explicit ActQuantImpl(const QConfig& config = QConfig());
+  explicit ActQuantImpl(const QConfig& config = QConfig(),
+                        Activation activation = Activation::Identity);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
+  void pretty_print(std::ostream& stream) const override;
 
   QConfig config;
+  Activation activation;
   FakeQuantizer quantizer{nullptr};
+
+ private:
+  bool can_fuse_activation() const;
+  torch::Tensor fused_activation_forward(const torch::Tensor& x);
 };
 TORCH_MODULE(ActQuant);
 
@@ -302,9 +316,9 @@ struct QuantAddOptions {
 // scale and zero point (TFLite's ADD rescales both inputs to the output's
 // parameters and clamps to its fused activation). The activation (default
 // none) comes before the output quantizer, so the output range is the
-// activation's. The inputs are not quantized here: each is assumed to be
-// quantized by its producer's ActQuant. Python's edgeqat.QuantAdd.
-// Names: out_quant.quantizer.*. Shapes: a and b broadcastable.
+// activation's; out_quant applies it (fused into its fake quant, see ActQuant). The inputs are not
+// quantized here: each is assumed to be quantized by its producer's ActQuant. Python's
+// edgeqat.QuantAdd. Names: out_quant.quantizer.*. Shapes: a and b broadcastable.
 //
 //   edgeqat::nn::QuantAdd add(edgeqat::nn::QuantAddOptions().activation("relu"));
 //   auto y = add(x, block(x));  // a quantized residual connection, ResNet style
