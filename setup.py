@@ -32,7 +32,7 @@ class CMakeBuild(build_ext):
         import pybind11
         import torch
 
-        # CMake installs _C, lib/, include/ and lib/cmake/ into the package.
+        # CMake installs _C, _runtime, lib/, include/ and lib/cmake/ into the package.
         # Editable installs use the source package itself.
         if self.inplace or getattr(self, "editable_mode", False):
             package_dir = ROOT / "python" / "edgeqat"
