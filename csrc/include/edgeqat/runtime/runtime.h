@@ -4,6 +4,7 @@
 
 #include "edgeqat/runtime/checks.h"
 #include "edgeqat/runtime/kernels.h"
+#include "edgeqat/runtime/model.h"
 #include "edgeqat/runtime/params.h"
 #include "edgeqat/runtime/reference.h"
 #include "edgeqat/runtime/requantize.h"
