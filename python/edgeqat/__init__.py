@@ -15,6 +15,7 @@ from . import _C  # registers the ops in torch.ops.edgeqat
 from .config import QATSchedule, QConfig, QuantSpec
 from .controls import freeze_bn, freeze_observers, learn_ranges, observe
 from .nn import ActQuant, ConvBn2d, QuantAdd, QuantConv2d, QuantLinear
+from .onnx_export import export_onnx
 from .ops import fake_quant, fake_quant_per_channel
 from .prepare import UnsupportedOpError, calibrate, prepare_ptq, prepare_qat
 from .quantizer import FakeQuantizer, Mode
@@ -38,6 +39,7 @@ __all__ = [
     "UnsupportedOpError",
     "__version__",
     "calibrate",
+    "export_onnx",
     "cmake_prefix_path",
     "fake_quant",
     "fake_quant_per_channel",
