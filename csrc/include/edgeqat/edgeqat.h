@@ -3,6 +3,7 @@
 
 #include "edgeqat/nn/config.h"
 #include "edgeqat/nn/controls.h"
+#include "edgeqat/nn/export.h"
 #include "edgeqat/nn/modules.h"
 #include "edgeqat/nn/quantizer.h"
 #include "edgeqat/ops.h"
