@@ -26,6 +26,7 @@
 #include "edgeqat/runtime/reference.h"
 #include "edgeqat/runtime/requantize.h"
 #include "edgeqat/runtime/types.h"
+#include "python/runtime_bindings.h"
 
 // The fast kernels (fast.h) are committed separately from these bindings; until they are, this
 // file also builds without them (then only "reference" is listed).
@@ -913,4 +914,6 @@ PYBIND11_MODULE(_runtime, m) {
   m.def("dequantize", &dequantize, py::arg("input"), py::kw_only(), py::arg("scale"),
         py::arg("zero_point"), impl, threads,
         "int8 array -> float32: float32(q - zero_point) * scale.");
+  bind_graph_builder(m);
+  bind_model(m);
 }

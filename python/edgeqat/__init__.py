@@ -14,6 +14,8 @@ import torch  # noqa: F401  (loads libtorch before edgeqat's native library)
 from . import _C  # registers the ops in torch.ops.edgeqat
 from .config import QATSchedule, QConfig, QuantSpec
 from .controls import freeze_bn, freeze_observers, learn_ranges, observe
+from .export import ExportError, export
+from .int8_model import Int8Model
 from .nn import ActQuant, ConvBn2d, QuantAdd, QuantConv2d, QuantLinear
 from .onnx_export import export_onnx
 from .ops import fake_quant, fake_quant_per_channel
@@ -28,7 +30,9 @@ cmake_prefix_path: str = os.path.dirname(os.path.abspath(__file__))
 __all__ = [
     "ActQuant",
     "ConvBn2d",
+    "ExportError",
     "FakeQuantizer",
+    "Int8Model",
     "Mode",
     "QATSchedule",
     "QConfig",
@@ -39,6 +43,7 @@ __all__ = [
     "UnsupportedOpError",
     "__version__",
     "calibrate",
+    "export",
     "export_onnx",
     "cmake_prefix_path",
     "fake_quant",
