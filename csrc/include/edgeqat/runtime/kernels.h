@@ -12,16 +12,36 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "edgeqat/runtime/requantize.h"
 #include "edgeqat/runtime/types.h"
 
 namespace edgeqat::runtime {
 
-// Per-call execution resources for fast kernels (thread count now; a thread pool and scratch
-// memory come with the fast kernels). May be null; the reference kernels ignore it.
+namespace detail {
+class KernelResources;  // the fast kernels' thread pool and scratch memory (fast/context.h)
+}  // namespace detail
+
+// Per-call execution resources for the fast kernels (fast.h): how many threads a call may use
+// and, created on first use and reused by every later call, a thread pool of num_threads - 1
+// workers (the calling thread is the other one) and scratch memory. Keep one context per
+// interpreter and pass it to every call; one context serves one caller at a time (two calls
+// must not run concurrently on the same context). It can be moved, not copied.
+//
+// May be null: fast kernels then run single-threaded with scratch of their own (allocated per
+// call). The reference kernels ignore it. Results never depend on num_threads.
 struct KernelContext {
-  int num_threads = 1;
+  KernelContext() noexcept;
+  KernelContext(int threads) noexcept;  // NOLINT(google-explicit-constructor): KernelContext{4}
+  KernelContext(KernelContext&&) noexcept;
+  KernelContext& operator=(KernelContext&&) noexcept;
+  ~KernelContext();
+
+  int num_threads = 1;  // values below 1 act as 1
+
+  // Internal to the fast kernels; null until a fast kernel first runs with this context.
+  std::unique_ptr<detail::KernelResources> resources;
 };
 
 using Conv2dKernel = void (*)(KernelContext* ctx, const ConvParams& params,

@@ -1,0 +1,242 @@
+// AVX2 inner kernels (compiled with -mavx2; only called after __builtin_cpu_supports("avx2"),
+// see isa.h for why nothing here may have vague linkage).
+//
+// GEMM on int16: A holds q - zp (|.| <= 255), B the weights widened to int16; vpmaddwd
+// multiplies int16 pairs and adds each pair into an int32 lane exactly (its one overflow case,
+// -32768 * -32768 twice, cannot occur here), and the int32 sums are exact (types.h). Not
+// vpmaddubsw: its int16 pair sums of u8 * s8 products can saturate (2 * 255 * 128 > 32767).
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "isa.h"
+
+namespace edgeqat::runtime::fast::detail {
+namespace {
+
+constexpr int kPanel = 16;  // channels per B panel: two ymm of 8 int32 lanes
+constexpr int kMr = 4;      // rows per tile: 8 accumulators + 2 weight vectors of 16 ymm
+
+struct Stage8 {
+  __m256i offset, bias, mult_even, mult_odd, shift_even, shift_odd, round_even, round_odd;
+};
+
+struct Clamp {
+  __m256i lo, hi;  // int64
+  __m256i zp;      // int32
+};
+
+Stage8 load_stage(const OutputStage& s, int n) {
+  Stage8 r;
+  r.offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.offset + n));
+  r.bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.bias + n));
+  const __m256i mult = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.multiplier + n));
+  const __m256i shift = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.right_shift + n));
+  const __m256i one = _mm256_set1_epi64x(1);
+  r.mult_even = mult;
+  r.mult_odd = _mm256_srli_epi64(mult, 32);
+  r.shift_even = _mm256_and_si256(shift, _mm256_set1_epi64x(0xFFFFFFFFll));
+  r.shift_odd = _mm256_srli_epi64(shift, 32);
+  r.round_even = _mm256_sllv_epi64(one, _mm256_sub_epi64(r.shift_even, one));
+  r.round_odd = _mm256_sllv_epi64(one, _mm256_sub_epi64(r.shift_odd, one));
+  return r;
+}
+
+Clamp make_clamp(const OutputStage& s) {
+  return {_mm256_set1_epi64x(s.out_min), _mm256_set1_epi64x(s.out_max),
+          _mm256_set1_epi32(s.zero_point)};
+}
+
+// Arithmetic right shift of int64 lanes by per-lane counts (AVX2 only has the logical one):
+// for v < 0, ~v >= 0 and ~(~v >> s) = floor(v / 2^s).
+__m256i sra64(__m256i v, __m256i count) {
+  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+  return _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(v, sign), count), sign);
+}
+
+__m256i clamp64(__m256i v, __m256i lo, __m256i hi) {
+  v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+  return _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+}
+
+// requantize_output of 8 raw accumulators (OutputStage in isa.h), as int32 lanes.
+__m256i requant(__m256i acc, const Stage8& s, const Clamp& c) {
+  const __m256i x = _mm256_add_epi32(acc, s.offset);
+  // saturate_int32(int64(x) + bias), see isa_avx512_vnni.cpp.
+  const __m256i sum = _mm256_add_epi32(x, s.bias);
+  const __m256i ovf = _mm256_srai_epi32(
+      _mm256_and_si256(_mm256_xor_si256(x, sum), _mm256_xor_si256(s.bias, sum)), 31);
+  const __m256i sat = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i t = _mm256_blendv_epi8(sum, sat, ovf);
+  __m256i even = _mm256_mul_epi32(t, s.mult_even);
+  __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(t, 32), s.mult_odd);
+  even = sra64(_mm256_add_epi64(even, s.round_even), s.shift_even);
+  odd = sra64(_mm256_add_epi64(odd, s.round_odd), s.shift_odd);
+  even = clamp64(even, c.lo, c.hi);
+  odd = clamp64(odd, c.lo, c.hi);
+  const __m256i r = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  return _mm256_add_epi32(r, c.zp);
+}
+
+// Stores the low byte of the first `valid` (<= 8) int32 lanes (values already in int8 range).
+void store8(int8_t* dst, __m256i v, int valid) {
+  const __m256i pick =
+      _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1,
+                       -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i bytes = _mm256_shuffle_epi8(v, pick);
+  const __m128i packed =
+      _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1));
+  if (valid >= 8) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), packed);
+  } else if (valid > 0) {
+    alignas(16) int8_t tmp[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), packed);
+    for (int i = 0; i < valid; ++i) dst[i] = tmp[i];
+  }
+}
+
+template <int MR, int NV>
+void tile(const uint8_t* a, size_t lda, const int16_t* b, int kg, int8_t* c, size_t ldc, int valid,
+          const OutputStage& st, int n0, const Clamp& cl) {
+  __m256i acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_si256();
+  for (int k = 0; k < kg; ++k) {
+    __m256i bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      bv[v] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(b + (static_cast<size_t>(k) * NV + v) * 16));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      int32_t a2;  // two int16 of A: depth 2k, 2k + 1
+      __builtin_memcpy(&a2, a + r * lda + 4 * static_cast<size_t>(k), 4);
+      const __m256i av = _mm256_set1_epi32(a2);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(av, bv[v]));
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) {
+    if (valid <= v * 8) break;
+    const Stage8 s = load_stage(st, n0 + v * 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      store8(c + r * ldc + v * 8, requant(acc[r][v], s, cl), valid - v * 8);
+    }
+  }
+}
+
+template <int NV, int MR>
+void tail_rows(int m, const uint8_t* a, size_t lda, const int16_t* b, int kg, int8_t* c, size_t ldc,
+               int valid, const OutputStage& st, int n0, const Clamp& cl) {
+  if constexpr (MR > 0) {
+    if (m == MR) {
+      tile<MR, NV>(a, lda, b, kg, c, ldc, valid, st, n0, cl);
+    } else {
+      tail_rows<NV, MR - 1>(m, a, lda, b, kg, c, ldc, valid, st, n0, cl);
+    }
+  }
+}
+
+template <int NV>
+void panel(const GemmArgs& g, const int16_t* b, int n0, int valid, const Clamp& cl) {
+  constexpr int kRows = NV == 2 ? kMr : 2 * kMr;
+  const int kg = g.kp / 2;
+  int m0 = 0;
+  for (; m0 + kRows <= g.m; m0 += kRows) {
+    tile<kRows, NV>(g.a + m0 * g.lda, g.lda, b, kg, g.c + m0 * g.ldc + n0, g.ldc, valid, *g.stage,
+                    n0, cl);
+  }
+  if (m0 < g.m) {
+    tail_rows<NV, kRows - 1>(g.m - m0, g.a + m0 * g.lda, g.lda, b, kg, g.c + m0 * g.ldc + n0, g.ldc,
+                             valid, *g.stage, n0, cl);
+  }
+}
+
+void gemm(const GemmArgs& g) {
+  const Clamp cl = make_clamp(*g.stage);
+  const int n_padded = (g.n_total + 7) / 8 * 8;
+  for (int n0 = g.n_begin; n0 < g.n_end; n0 += kPanel) {
+    const int width = n_padded - n0 < kPanel ? n_padded - n0 : kPanel;
+    const int valid = g.n_end - n0 < width ? g.n_end - n0 : width;
+    const int16_t* b = static_cast<const int16_t*>(g.b) + static_cast<size_t>(n0) * g.kp;
+    if (width == kPanel) {
+      panel<2>(g, b, n0, valid, cl);
+    } else {
+      panel<1>(g, b, n0, valid, cl);
+    }
+  }
+}
+
+void tap_range(int64_t start, int kernel, int dilation, int size, int* begin, int* end) {
+  int64_t lo = 0;
+  if (start < 0) lo = (-start + dilation - 1) / dilation;
+  int64_t hi = kernel;
+  const int64_t last = size - 1 - start;
+  if (last < 0) {
+    hi = 0;
+  } else if (last / dilation + 1 < hi) {
+    hi = last / dilation + 1;
+  }
+  *begin = static_cast<int>(lo);
+  *end = static_cast<int>(hi < lo ? lo : hi);
+}
+
+void depthwise_row(const DepthwiseRowArgs& d) {
+  const int channels = d.channels;
+  const Clamp cl = make_clamp(*d.stage);
+  const __m256i zp16 = _mm256_set1_epi16(static_cast<int16_t>(d.input_zero_point));
+  const int64_t y0 = int64_t{d.oy} * d.stride_h - d.pad_top;
+  int ky0, ky1;
+  tap_range(y0, d.kh, d.dilation_h, d.in_h, &ky0, &ky1);
+  for (int ox = 0; ox < d.out_w; ++ox) {
+    const int64_t x0 = int64_t{ox} * d.stride_w - d.pad_left;
+    int kx0, kx1;
+    tap_range(x0, d.kw, d.dilation_w, d.in_w, &kx0, &kx1);
+    int8_t* out = d.output + static_cast<size_t>(ox) * channels;
+    for (int c0 = 0; c0 < channels; c0 += 16) {
+      const int valid = channels - c0 < 16 ? channels - c0 : 16;
+      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+      for (int ky = ky0; ky < ky1; ++ky) {
+        const int64_t iy = y0 + int64_t{ky} * d.dilation_h;
+        const int8_t* line = d.input + iy * d.in_w * channels + c0;
+        const int16_t* wrow = d.weights + static_cast<size_t>(ky) * d.kw * d.cp + c0;
+        for (int kx = kx0; kx < kx1; ++kx) {
+          const int8_t* px = line + (x0 + int64_t{kx} * d.dilation_w) * channels;
+          __m128i x8;
+          if (valid == 16) {
+            x8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(px));
+          } else {  // the last channels of a pixel: do not read past the tensor
+            alignas(16) int8_t tmp[16] = {};
+            for (int i = 0; i < valid; ++i) tmp[i] = px[i];
+            x8 = _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
+          }
+          const __m256i x16 = _mm256_sub_epi16(_mm256_cvtepi8_epi16(x8), zp16);
+          const __m256i w16 = _mm256_load_si256(
+              reinterpret_cast<const __m256i*>(wrow + static_cast<size_t>(kx) * d.cp));
+          // |w * (q - zp)| <= 32640: exact in int16.
+          const __m256i p = _mm256_mullo_epi16(x16, w16);
+          acc0 = _mm256_add_epi32(acc0, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)));
+          acc1 = _mm256_add_epi32(acc1, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(p, 1)));
+        }
+      }
+      store8(out + c0, requant(acc0, load_stage(*d.stage, c0), cl), valid);
+      if (valid > 8)
+        store8(out + c0 + 8, requant(acc1, load_stage(*d.stage, c0 + 8), cl), valid - 8);
+    }
+  }
+}
+
+}  // namespace
+
+extern const IsaKernels kAvx2Kernels = {Isa::kAvx2, "avx2",        2, 2, kPanel, 8, 8,
+                                        &gemm,      &depthwise_row};
+
+}  // namespace edgeqat::runtime::fast::detail
