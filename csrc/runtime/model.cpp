@@ -113,7 +113,7 @@ void Model::set_num_threads(int n) {
   impl_->ctx.num_threads = n;
 }
 
-size_t Model::activation_bytes() const { return impl_->arena.size(); }
+size_t Model::activation_bytes() const { return impl_->arena_bytes; }
 
 std::vector<std::vector<int8_t>> Model::run_int8(const std::vector<const int8_t*>& inputs,
                                                  int64_t batch,

@@ -4,6 +4,8 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -98,7 +100,13 @@ struct ModelImpl {
   // Run state: arena planned for `planned_chunk` samples (0: none yet).
   int64_t planned_chunk = 0;
   std::vector<size_t> offsets;  // per value, into the arena
-  std::vector<int8_t, fast::AlignedAllocator<int8_t>> arena;
+  // Not zero-filled: the kernels write every slot before it is read, and pages a run never
+  // touches are never committed.
+  struct ArenaFree {
+    void operator()(int8_t* p) const { ::operator delete(p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<int8_t, ArenaFree> arena;
+  size_t arena_bytes = 0;
   std::vector<int8_t> scratch;  // float runs: quantized NCHW before / after the transposes
 };
 

@@ -201,7 +201,7 @@ class Obj {
 
 class Loader {
  public:
-  Loader(ModelImpl& m) : m_(m), src_(m.source) {}  // NOLINT
+  explicit Loader(ModelImpl& m) : m_(m), src_(m.source) {}
 
   void run() {
     const json& header = m_.file.header();
@@ -840,8 +840,15 @@ std::unique_ptr<ModelImpl> load_model(ModelFile file, const ModelOptions& option
   impl->file = std::move(file);
   impl->source = impl->file.source();
   select_kernels(*impl, options.kernels);  // before planning: packing depends on the ISA
+  if (options.max_batch_chunk < 0) {
+    throw std::invalid_argument("edgeqat::runtime::Model: max_batch_chunk must be >= 0, got " +
+                                std::to_string(options.max_batch_chunk));
+  }
   impl->ctx.num_threads = options.num_threads;
   Loader(*impl).run();
+  if (options.max_batch_chunk > 0) {
+    impl->max_chunk = std::min(impl->max_chunk, options.max_batch_chunk);
+  }
   return impl;
 }
 

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -25,6 +26,7 @@ size_t align64(size_t x) { return (x + 63) / 64 * 64; }
 // first, each at the lowest offset free during its lifetime), as TFLite's arena planner does;
 // O(values^2), done once per batch size.
 void plan_arena(ModelImpl& m, int64_t chunk) {
+  m.planned_chunk = 0;  // until the new arena exists (the allocation may throw)
   const size_t count = m.values.size();
   std::vector<size_t> bytes(count);
   std::vector<size_t> order(count);
@@ -60,9 +62,11 @@ void plan_arena(ModelImpl& m, int64_t chunk) {
     placed.push_back(v);
     total = std::max(total, offset + bytes[v]);
   }
-  m.arena.clear();
-  m.arena.shrink_to_fit();  // release the old plan's arena before allocating the new one
-  m.arena.resize(total);
+  m.arena.reset();  // release the old plan's arena before allocating the new one
+  m.arena_bytes = 0;
+  m.arena.reset(
+      static_cast<int8_t*>(::operator new(total == 0 ? 64 : total, std::align_val_t{64})));
+  m.arena_bytes = total;
   m.planned_chunk = chunk;
 }
 
@@ -195,7 +199,7 @@ void run_impl(ModelImpl& m, const std::vector<const T*>& inputs, int64_t batch,
   }
   KernelContext* ctx = &m.ctx;
   const KernelTable& k = *m.table;
-  int8_t* arena = m.arena.data();
+  int8_t* arena = m.arena.get();
   std::vector<const int8_t*> ptr(m.values.size(), nullptr);
 
   for (int64_t start = 0; start < batch; start += chunk) {

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "edgeqat/runtime/builder.h"
 #include "edgeqat/runtime/fast.h"
 #include "edgeqat/runtime/model.h"
 #include "edgeqat/runtime/runtime.h"
@@ -575,6 +576,27 @@ TEST_CASE("model: depthwise multiplier 2, grouped conv, max pool, flatten order"
   for (int batch : {1, 3, 7}) check_case(k, model, batch);
 }
 
+TEST_CASE("model: a batch larger than max_batch_chunk runs in chunks", "[model]") {
+  for (const auto& make : {main_case, concat_case}) {
+    const Case k = make();
+    rt::ModelOptions options;
+    options.kernels = "reference";
+    options.max_batch_chunk = 3;
+    rt::Model model = load(k.g.graph(), k.g.constants, options);
+    check_case(k, model, 2);
+    const size_t two = model.activation_bytes();
+    check_case(k, model, 7);  // chunks of 3, 3, 1
+    CHECK(model.activation_bytes() > two);
+    const size_t three = model.activation_bytes();
+    check_case(k, model, 30);
+    CHECK(model.activation_bytes() == three);
+  }
+  rt::ModelOptions bad;
+  bad.max_batch_chunk = -1;
+  CHECK_THROWS_WITH(load(main_case().g.graph(), main_case().g.constants, bad),
+                    Contains("max_batch_chunk must be >= 0, got -1"));
+}
+
 TEST_CASE("model: concat with different input scales; two inputs, two outputs", "[model]") {
   const Case k = concat_case();
   rt::Model model = load(k.g.graph(), k.g.constants, {1, "reference"});
@@ -669,6 +691,53 @@ TEST_CASE("model: a 200-node graph loads and runs; liveness keeps the arena smal
     // One 64-byte-aligned slot of batch * 100 bytes per value: 201 values, at most 2 alive at
     // once (3 allowed for the planner's greed).
     CHECK(model.activation_bytes() <= 3 * 256);
+  }
+}
+
+TEST_CASE("model: a GraphBuilder file loads and runs the same on every kernel table", "[model]") {
+  // The exporter's graph (builder.h) against this loader: every op it writes.
+  rt::GraphBuilder b("test_model.cpp");
+  const std::string x = b.add_input("x", {2, 6, 6}, {-1.0f, 1.0f});
+  std::vector<float> w1(4 * 2 * 3 * 3), w2(4 * 1 * 3 * 3), w3(3 * 36), bias(4);
+  std::uniform_real_distribution<float> dist(-0.5f, 0.5f);
+  for (auto* v : {&w1, &w2, &w3, &bias}) {
+    for (float& f : *v) f = dist(rng());
+  }
+  rt::ConvLayer c1{"c1", {4, 2, 3, 3}, w1.data(), bias.data(), {-0.5f}, {0.5f}};
+  c1.padding = {1, 1, 1, 1};
+  c1.activation = rt::Activation::kRelu;
+  const std::string y1 = b.add_conv2d(c1, x, {0.0f, 2.0f});
+  rt::ConvLayer c2{"c2", {4, 1, 3, 3}, w2.data(), nullptr, {-0.5f}, {0.5f}};  // depthwise
+  c2.padding = {1, 1, 1, 1};
+  c2.groups = 4;
+  const std::string y2 = b.add_conv2d(c2, y1, {-1.5f, 1.5f});
+  const std::string y3 = b.add_add("res", y1, y2, rt::Activation::kNone, {-2.0f, 3.0f});
+  const std::string y4 = b.add_max_pool2d("mp", y3, {2, 2}, {2, 2}, {0, 0, 0, 0});
+  const std::string y5 = b.add_average_pool2d("ap", y3, {3, 3}, {2, 2}, {1, 1, 0, 0});
+  const std::string y6 = b.add_concat("cat", {y4, y5}, {-2.0f, 3.0f});
+  const std::string y7 = b.add_flatten("flat", y4);
+  rt::LinearLayer fc{"fc", {3, 36}, w3.data(), nullptr, {-0.5f}, {0.5f}};
+  const std::string y8 = b.add_fully_connected(fc, y7, {-4.0f, 4.0f});
+  b.mark_output(y8);
+  b.mark_output(y6);
+  const std::vector<uint8_t> bytes = b.serialize();
+  const std::vector<int8_t> in = random_int8(5 * 72);
+  std::vector<std::vector<int8_t>> first;
+  for (const std::string& kernels : kernel_names()) {
+    rt::ModelOptions options;
+    options.kernels = kernels;
+    rt::Model model =
+        rt::Model::from_file(rt::ModelFile::parse(bytes.data(), bytes.size()), options);
+    CHECK(model.source() == "<memory>");
+    const auto got = model.run_int8({in.data()}, 5, {"c1", "c2", "res", "ap"});
+    REQUIRE(got.size() == 6);
+    CHECK(got[0].size() == 5 * 3);
+    CHECK(got[1].size() == 5 * 8 * 3 * 3);
+    if (first.empty()) {
+      first = got;
+    } else {
+      CHECK(got == first);
+    }
   }
 }
 
@@ -1181,4 +1250,76 @@ TEST_CASE("model: rejects bad fully_connected, add, pool, flatten and concat nod
   CHECK_THROWS_WITH(load(g.graph(), g.constants), Contains("node 0 'wide' (fully_connected)") &&
                                                       Contains("'weight'") &&
                                                       Contains("accumulation limit 65536"));
+}
+
+TEST_CASE("model: random header mutations are a ModelError or a model that runs",
+          "[model][errors]") {
+  // Any field of a valid header replaced by an arbitrary JSON value: the loader either rejects
+  // it with a ModelError or accepts a graph that then runs (no crash, no other exception).
+  const std::vector<json> replacements = {0,
+                                          -1,
+                                          1,
+                                          2,
+                                          127,
+                                          -129,
+                                          int64_t{1} << 31,
+                                          -(int64_t{1} << 31) - 1,
+                                          uint64_t{1} << 63,
+                                          1.5,
+                                          0.25,
+                                          1e300,
+                                          "x",
+                                          "block.conv1",
+                                          "fc.weight",
+                                          nullptr,
+                                          true,
+                                          json::array(),
+                                          json::object(),
+                                          {0, 0},
+                                          {1, 1, 1, 1},
+                                          {1 << 30, -31}};
+  for (const auto& make : {main_case, pool_case, concat_case}) {
+    const Case k = make();
+    const json valid = k.g.graph();
+    // Every location in the header, as JSON pointers.
+    std::vector<json::json_pointer> where;
+    std::function<void(const json&, const json::json_pointer&)> walk =
+        [&](const json& j, const json::json_pointer& p) {
+          where.push_back(p);
+          if (j.is_object()) {
+            for (auto it = j.begin(); it != j.end(); ++it) walk(it.value(), p / it.key());
+          } else if (j.is_array()) {
+            for (size_t i = 0; i < j.size(); ++i) walk(j[i], p / i);
+          }
+        };
+    walk(valid, json::json_pointer());
+    int accepted = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+      json graph = valid;
+      const json::json_pointer& p =
+          where[static_cast<size_t>(uniform_int(1, static_cast<int>(where.size()) - 1))];
+      graph[p] = replacements[static_cast<size_t>(
+          uniform_int(0, static_cast<int>(replacements.size()) - 1))];
+      INFO("trial " << trial << ": " << p.to_string() << " = " << graph[p].dump());
+      bool loaded = false;
+      try {
+        rt::Model model = load(graph, k.g.constants);
+        loaded = true;
+        std::vector<std::vector<int8_t>> in;
+        for (const rt::ValueInfo& info : model.inputs()) {
+          in.push_back(random_int8(static_cast<size_t>(2 * info.numel())));
+        }
+        const auto out = model.run_int8(ptrs(in), 2);
+        CHECK(out.size() == model.outputs().size());
+        ++accepted;
+      } catch (const rt::ModelError&) {
+        CHECK_FALSE(loaded);
+      } catch (const std::invalid_argument& e) {
+        // serialize_model_file's own checks (e.g. a "format" it does not write)
+        CHECK_FALSE(loaded);
+        CHECK_THAT(e.what(), Contains("serialize_model_file"));
+      }
+    }
+    CHECK(accepted < 300);
+  }
 }

@@ -68,6 +68,10 @@ struct ModelOptions {
   // "fast" (the best instruction set of this CPU, capped by EDGEQAT_RUNTIME_ISA, resolved at
   // load time), "fast/<isa>" (fast::available_isas()) or "reference".
   std::string kernels = "fast";
+  // Most samples run through the graph at once (>= 0; 0: the whole batch, as far as the
+  // kernels' int sizes allow). Larger batches run in chunks of this size, which bounds the
+  // activation memory (activation_bytes()); results do not depend on it.
+  int64_t max_batch_chunk = 0;
 };
 
 // A model file whose graph fails a check. what() is
