@@ -25,8 +25,8 @@
 //   auto q = model.run_int8({xq.data()}, batch, {"layer1.conv1"});  // q[outputs..., captures...]
 //
 // A Model is movable, not copyable (a moved-from Model may only be assigned or destroyed). One
-// Model runs one call at a time (the arena and the thread
-// pool are its own): use one Model per thread to run concurrently.
+// Model runs one call at a time (the arena and the thread pool are its own): use one Model per
+// thread to run concurrently.
 #pragma once
 
 #include <cstddef>
