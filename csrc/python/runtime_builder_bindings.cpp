@@ -166,9 +166,15 @@ void bind_graph_builder(py::module_& m) {
               std::memcpy(a.mutable_data(), c.bytes.data(), c.bytes.size());
               out[py::str(c.name)] = a;
             }
+            for (const auto& [layer, scales] : b.weight_scales()) {
+              out[py::str(layer + ".weight_scale")] =
+                  py::array_t<float>(static_cast<py::ssize_t>(scales.size()), scales.data());
+            }
             return out;
           },
-          "name -> numpy array of every constant (weights OHWI int8, bias int32, ...)")
+          "name -> numpy array of every constant of the file (weight OHWI int8, bias int32, "
+          "multiplier int32, shift int8), plus '<layer>.weight_scale' float32 [O] per weighted "
+          "layer, which the file does not hold (the multipliers carry it)")
       .def("serialize",
            [](const rt::GraphBuilder& b) {
              const std::vector<uint8_t> bytes = b.serialize();

@@ -212,10 +212,12 @@ std::string GraphBuilder::add_weighted(
   const auto [act_min, act_max] = output_clamp(activation, out);
   const ConvSetup setup = make_conv_params(in.grid.scale, in.grid.zero_point, scales_double,
                                            out.scale, out.zero_point, {act_min, act_max});
-  std::vector<int32_t> multipliers(channels), shifts(channels);
+  // shift in [-31, 30]: one byte per channel (the file stays small for thin layers).
+  std::vector<int32_t> multipliers(channels);
+  std::vector<int8_t> shifts(channels);
   for (size_t c = 0; c < channels; ++c) {
     multipliers[c] = setup.multipliers[c].multiplier;
-    shifts[c] = setup.multipliers[c].shift;
+    shifts[c] = static_cast<int8_t>(setup.multipliers[c].shift);
   }
 
   node["op"] = op;
@@ -223,13 +225,12 @@ std::string GraphBuilder::add_weighted(
   node["inputs"] = nlohmann::json::array({input});
   node["output"] = name;
   node["weight"] = name + ".weight";
-  node["weight_scale"] = name + ".weight_scale";
   node["multiplier"] = name + ".multiplier";
   node["shift"] = name + ".shift";
   node["act_min"] = act_min;
   node["act_max"] = act_max;
   add_constant(ConstantData(name + ".weight", file_weight_shape, stored));
-  add_constant(ConstantData(name + ".weight_scale", {out_channels}, weight_scales));
+  weight_scales_[name] = weight_scales;
   add_constant(ConstantData(name + ".multiplier", {out_channels}, multipliers));
   add_constant(ConstantData(name + ".shift", {out_channels}, shifts));
   if (bias != nullptr) {

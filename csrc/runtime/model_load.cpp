@@ -487,31 +487,23 @@ class Loader {
     return {static_cast<int32_t>(lo), static_cast<int32_t>(hi)};
   }
 
-  // weight_scale (float32 [O], finite and > 0; not needed to run, checked for consistency),
-  // multiplier / shift (int32 [O]) and the optional bias (int32 [O]).
+  // multiplier (int32 [O]), shift (int8 [O]) and the optional bias (int32 [O]).
   void per_channel(const Obj& n, Step& s, int64_t out_channels) const {
     const std::vector<int64_t> shape{out_channels};
-    const ConstantView& ws = constant(n, "weight_scale", DType::kFloat32, shape);
-    const float* w = ws.as<float>();
-    for (int64_t c = 0; c < out_channels; ++c) {
-      if (!std::isfinite(w[c]) || !(w[c] > 0.0f)) {
-        n.fail("weight_scale", cat("weight_scale[", c, "] must be finite and > 0, got ", w[c]));
-      }
-    }
     const int32_t* m0 = constant(n, "multiplier", DType::kInt32, shape).as<int32_t>();
-    const int32_t* sh = constant(n, "shift", DType::kInt32, shape).as<int32_t>();
+    const int8_t* sh = constant(n, "shift", DType::kInt8, shape).as<int8_t>();
     s.multipliers.resize(static_cast<size_t>(out_channels));
     for (int64_t c = 0; c < out_channels; ++c) {
       if (m0[c] != 0 && m0[c] < kMultiplierMin) {
         n.fail("multiplier", cat("multiplier[", c, "] must be 0 or in [2^30, 2^31), got ", m0[c]));
       }
       if (sh[c] < kMinShift || sh[c] > kMaxShift) {
-        n.fail("shift",
-               cat("shift[", c, "] must be in [", kMinShift, ", ", kMaxShift, "], got ", sh[c]));
+        n.fail("shift", cat("shift[", c, "] must be in [", kMinShift, ", ", kMaxShift, "], got ",
+                            int{sh[c]}));
       }
       if (m0[c] == 0 && sh[c] != 0) {
         n.fail("shift",
-               cat("shift[", c, "] must be 0 where multiplier[", c, "] is 0, got ", sh[c]));
+               cat("shift[", c, "] must be 0 where multiplier[", c, "] is 0, got ", int{sh[c]}));
       }
       s.multipliers[c] = {m0[c], static_cast<int>(sh[c])};
     }
@@ -542,8 +534,8 @@ class Loader {
   }
 
   void plan_conv(const Obj& n, Step& s) {
-    n.allow_only({"op", "name", "inputs", "output", "weight", "bias", "weight_scale", "multiplier",
-                  "shift", "stride", "padding", "dilation", "groups", "act_min", "act_max"});
+    n.allow_only({"op", "name", "inputs", "output", "weight", "bias", "multiplier", "shift",
+                  "stride", "padding", "dilation", "groups", "act_min", "act_max"});
     const int in = s.inputs[0];
     require_image(n, in);
     const ValueDims& d = m_.dims[in];
@@ -644,8 +636,8 @@ class Loader {
   }
 
   void plan_fully_connected(const Obj& n, Step& s) {
-    n.allow_only({"op", "name", "inputs", "output", "weight", "bias", "weight_scale", "multiplier",
-                  "shift", "act_min", "act_max"});
+    n.allow_only({"op", "name", "inputs", "output", "weight", "bias", "multiplier", "shift",
+                  "act_min", "act_max"});
     const int in = s.inputs[0];
     if (m_.dims[in].rank != 1) {
       n.fail("inputs", cat("value '", val(in).name, "' must have shape [F], got ",

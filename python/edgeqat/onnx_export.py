@@ -339,10 +339,10 @@ class _Translator:
 
     def qlinear_conv(self, node: dict, x: str, weight_oihw: np.ndarray, out: str, **attrs) -> str:
         name, y = node["name"], node["output"]
-        w_scale = self.constant(node["weight_scale"], np.float32)
+        w_scale = self.constant(node["name"] + ".weight_scale", np.float32)
         # The int8 graph's constants keep their names (the weight now OIHW).
         w = self.init(node["weight"], np.ascontiguousarray(weight_oihw))
-        ws = self.init(node["weight_scale"], w_scale)
+        ws = self.init(node["name"] + ".weight_scale", w_scale)
         wz = self.fresh_init(f"{name}.weight_zero_point", np.zeros(w_scale.shape, np.int8))
         xs, xz = self.grid(node["inputs"][0])
         ys, yz = self.grid(y)

@@ -257,10 +257,11 @@ TEST_CASE("export_int8: the graph of a trained model", "[export]") {
   auto check_weights = [&](const std::string& name, const torch::Tensor& fq) {
     INFO("weights of " << name);
     const auto& w = file.constant(name + ".weight");
-    const auto& s = file.constant(name + ".weight_scale");
+    // The weight scales are not in the file (the multipliers carry them); the builder has them.
+    const std::vector<float>& s = builder.weight_scales().at(name);
     REQUIRE(w.shape == std::vector<int64_t>{fq.size(0), fq.size(2), fq.size(3), fq.size(1)});
     const int8_t* q = w.as<int8_t>();
-    const float* scale = s.as<float>();
+    const float* scale = s.data();
     const auto f = fq.contiguous();
     const auto a = f.accessor<float, 4>();
     int64_t bad = 0;
@@ -279,7 +280,7 @@ TEST_CASE("export_int8: the graph of a trained model", "[export]") {
   check_weights("3", dwc->weight_quant(dwc->weight));
   // int32 bias = round(b' / (s_in * s_w)).
   const auto folded_bias = stem->folded_weight_and_bias().second;
-  const float* s1 = file.constant("1.weight_scale").as<float>();
+  const float* s1 = builder.weight_scales().at("1").data();
   const int32_t* b1 = file.constant("1.bias").as<int32_t>();
   for (int64_t c = 0; c < 8; ++c) {
     const double want = folded_bias[c].item<double>() /

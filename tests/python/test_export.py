@@ -15,7 +15,8 @@ from torch import nn
 
 import edgeqat
 from edgeqat import _runtime
-from edgeqat.nn import ConvBn2d, QuantLinear
+from edgeqat.export import export_graph
+from edgeqat.nn import ConvBn2d
 
 import eq8_file
 
@@ -193,7 +194,9 @@ def test_weights_bias_and_multipliers(exported, name):
     w = constants[node["weight"]].astype(np.float32)
     if w.ndim == 4:  # OHWI in the file
         w = w.transpose(0, 3, 1, 2)
-    w_scale = constants[node["weight_scale"]]
+    # Not in the file (the multipliers carry it): the builder's per-layer weight scales.
+    w_scale = export_graph(qat, torch.randn(1, 3, 10, 10)).constants()[f"{name}.weight_scale"]
+    assert f"{name}.weight_scale" not in constants
     # int8 weight * its channel scale is the simulated (fake-quantized, folded) weight, exactly.
     shape = (-1,) + (1,) * (w.ndim - 1)
     assert np.array_equal(w * w_scale.reshape(shape), fq.numpy())

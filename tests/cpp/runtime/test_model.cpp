@@ -134,15 +134,15 @@ Conv add_conv(Graph& g, const Tv& in, const std::string& out_name, float out_sca
   const int oh = out_size(in.h(), kh, stride[0], dil[0], pad[0], pad[2]);
   const int ow = out_size(in.w(), kw, stride[1], dil[1], pad[1], pad[3]);
   g.add_value({out_name, {oc, oh, ow}, out_scale, out_zp});
-  std::vector<int32_t> m0(oc), sh(oc);
+  std::vector<int32_t> m0(oc);
+  std::vector<int8_t> sh(oc);
   for (int c = 0; c < oc; ++c) {
     m0[c] = L.m[c].multiplier;
-    sh[c] = L.m[c].shift;
+    sh[c] = static_cast<int8_t>(L.m[c].shift);
   }
   const std::string& n = out_name;
   g.constants.emplace_back(n + ".weight", std::vector<int64_t>{oc, kh, kw, cg}, L.w);
   g.constants.emplace_back(n + ".bias", std::vector<int64_t>{oc}, L.bias);
-  g.constants.emplace_back(n + ".weight_scale", std::vector<int64_t>{oc}, ws);
   g.constants.emplace_back(n + ".multiplier", std::vector<int64_t>{oc}, m0);
   g.constants.emplace_back(n + ".shift", std::vector<int64_t>{oc}, sh);
   g.nodes.push_back({{"op", "conv2d"},
@@ -151,7 +151,6 @@ Conv add_conv(Graph& g, const Tv& in, const std::string& out_name, float out_sca
                      {"output", n},
                      {"weight", n + ".weight"},
                      {"bias", n + ".bias"},
-                     {"weight_scale", n + ".weight_scale"},
                      {"multiplier", n + ".multiplier"},
                      {"shift", n + ".shift"},
                      {"stride", stride},
@@ -190,15 +189,15 @@ Fc add_fc(Graph& g, const Tv& in, const std::string& out_name, float out_scale, 
   L.p = setup.params;
   L.m = setup.multipliers;
   g.add_value({out_name, {oc}, out_scale, out_zp});
-  std::vector<int32_t> m0(oc), sh(oc);
+  std::vector<int32_t> m0(oc);
+  std::vector<int8_t> sh(oc);
   for (int c = 0; c < oc; ++c) {
     m0[c] = L.m[c].multiplier;
-    sh[c] = L.m[c].shift;
+    sh[c] = static_cast<int8_t>(L.m[c].shift);
   }
   const std::string& n = out_name;
   g.constants.emplace_back(n + ".weight", std::vector<int64_t>{oc, L.in_features}, L.w);
   g.constants.emplace_back(n + ".bias", std::vector<int64_t>{oc}, L.bias);
-  g.constants.emplace_back(n + ".weight_scale", std::vector<int64_t>{oc}, ws);
   g.constants.emplace_back(n + ".multiplier", std::vector<int64_t>{oc}, m0);
   g.constants.emplace_back(n + ".shift", std::vector<int64_t>{oc}, sh);
   g.nodes.push_back({{"op", "fully_connected"},
@@ -207,7 +206,6 @@ Fc add_fc(Graph& g, const Tv& in, const std::string& out_name, float out_scale, 
                      {"output", n},
                      {"weight", n + ".weight"},
                      {"bias", n + ".bias"},
-                     {"weight_scale", n + ".weight_scale"},
                      {"multiplier", n + ".multiplier"},
                      {"shift", n + ".shift"},
                      {"act_min", L.p.act_min},
@@ -1034,20 +1032,17 @@ TEST_CASE("model: rejects bad conv2d attributes and constants", "[model][errors]
            },
            {conv, "attribute 'weight'", "conv2d: the dilated kernel along h"}},
           {"bias of dtype float32",
-           attr("bias", "block.conv1.weight_scale"),
+           [](json& g, auto& cs) {
+             cs.emplace_back("float_bias", std::vector<int64_t>{8}, std::vector<float>(8, 1.0f));
+             g["nodes"][0]["bias"] = "float_bias";
+           },
            {conv, "attribute 'bias'", "must have dtype int32, got float32"}},
           {"bias of the wrong shape",
            attr("bias", "fc.bias"),
            {conv, "attribute 'bias'", "must have shape [8], got [5]"}},
-          {"weight_scale int32",
-           attr("weight_scale", "block.conv1.bias"),
-           {conv, "attribute 'weight_scale'", "dtype float32"}},
-          {"weight_scale negative",
-           [](json&, auto& cs) {
-             const float bad = -1.0f;
-             std::memcpy(constant_named(cs, "block.conv1.weight_scale").bytes.data() + 8, &bad, 4);
-           },
-           {conv, "attribute 'weight_scale'", "weight_scale[2] must be finite and > 0, got -1"}},
+          {"weight_scale is not an attribute (the multipliers carry the scales)",
+           attr("weight_scale", "block.conv1.multiplier"),
+           {conv, "weight_scale"}},
           {"multiplier missing",
            [](json& g, auto&) { g["nodes"][0].erase("multiplier"); },
            {conv, "attribute 'multiplier'", "is missing"}},
@@ -1065,8 +1060,8 @@ TEST_CASE("model: rejects bad conv2d attributes and constants", "[model][errors]
            {conv, "attribute 'multiplier'", "multiplier[0]"}},
           {"shift 31",
            [](json&, auto& cs) {
-             const int32_t bad = 31;
-             std::memcpy(constant_named(cs, "block.conv1.shift").bytes.data() + 12, &bad, 4);
+             const int8_t bad = 31;
+             std::memcpy(constant_named(cs, "block.conv1.shift").bytes.data() + 3, &bad, 1);
            },
            {conv, "attribute 'shift'", "shift[3] must be in [-31, 30]", "got 31"}},
           {"shift with a zero multiplier",

@@ -124,6 +124,9 @@ class GraphBuilder {
   // The graph object (without "constants") and the constants, as write_model_file takes them.
   const nlohmann::json& graph() const { return graph_; }
   const std::vector<ConstantData>& constants() const { return constants_; }
+  // Per weighted layer (by name): the weight scale of each output channel. Not written to the
+  // file (the multipliers carry them); the ONNX export needs them.
+  const std::map<std::string, std::vector<float>>& weight_scales() const { return weight_scales_; }
   std::vector<uint8_t> serialize() const;
   void save(const std::string& path) const;
 
@@ -147,6 +150,7 @@ class GraphBuilder {
   nlohmann::json graph_;
   std::vector<ConstantData> constants_;
   std::map<std::string, Value> values_;
+  std::map<std::string, std::vector<float>> weight_scales_;
 };
 
 }  // namespace edgeqat::runtime
