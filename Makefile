@@ -21,7 +21,7 @@ test-cpp: build
 test-python: build
 	$(PY) -m pytest tests/python
 
-demo: build    ## QAT on Fashion-MNIST with the fake-quant ops
+demo: build    ## QAT on Fashion-MNIST -> int8 export -> accuracy in the int8 runtime
 	$(PY) examples/python/qat_fashion_mnist.py
 
 bench: build   ## fake-quant speed against torch's fake_quantize and a copy
