@@ -36,7 +36,7 @@ class KernelResources {
   uint8_t* thread_scratch(int thread) { return thread_ptrs_[static_cast<size_t>(thread)]; }
 
   // Call-level scratch buffers, `slot` in [0, kSharedSlots).
-  static constexpr int kSharedSlots = 4;
+  static constexpr int kSharedSlots = 5;
   uint8_t* shared(int slot, size_t bytes) { return shared_[slot].get(bytes); }
 
  private:

@@ -19,31 +19,64 @@ using runtime::detail::parallel_for;
 using runtime::detail::resources;
 using runtime::detail::thread_count;
 
-// Depthwise weights as int16 [kh * kw][cp], cp = channels rounded up to 64 (zero padding), so
-// that every ISA loads whole vectors. The products w * (q - zp) are at most 128 * 255 = 32640
-// in magnitude: exact in int16 lanes too.
 int padded_channels(int channels) { return (channels + 63) / 64 * 64; }
 
-void pack_weights(const Shape4& fs, const int8_t* filter, int16_t* dst) {
-  const int cp = padded_channels(fs.c);
-  for (int t = 0; t < fs.h * fs.w; ++t) {
-    for (int c = 0; c < cp; ++c) {
-      dst[static_cast<size_t>(t) * cp + c] =
-          c < fs.c ? filter[static_cast<size_t>(t) * fs.c + c] : int16_t{0};
+// Bytes of the packed weights of `taps` x `channels` in `layout` (isa.h).
+size_t packed_bytes(int layout, int taps, int channels) {
+  const size_t cp = static_cast<size_t>(padded_channels(channels));
+  if (layout == kDepthwiseVnni) return cp * 4 * static_cast<size_t>((taps + 3) / 4);
+  return cp * static_cast<size_t>(taps) * sizeof(int16_t);
+}
+
+// filter [taps][channels] (the 1HWO filter) into `layout`; weight_sums[c] = sum_t w[t][c].
+void pack_weights(int layout, const int8_t* filter, int taps, int channels, uint8_t* dst,
+                  int32_t* weight_sums) {
+  const int cp = padded_channels(channels);
+  std::memset(dst, 0, packed_bytes(layout, taps, channels));
+  for (int c = 0; c < channels; ++c) {
+    int32_t sum = 0;  // at most 65536 * 128 in magnitude
+    for (int t = 0; t < taps; ++t) sum += filter[static_cast<size_t>(t) * channels + c];
+    weight_sums[c] = sum;
+  }
+  if (layout == kDepthwiseInt16) {
+    auto* w = reinterpret_cast<int16_t*>(dst);
+    for (int t = 0; t < taps; ++t) {
+      for (int c = 0; c < channels; ++c) {
+        w[static_cast<size_t>(t) * cp + c] = filter[static_cast<size_t>(t) * channels + c];
+      }
+    }
+    return;
+  }
+  // kDepthwiseVnni: block b of 64 channels, tap group g, vector j, lane l, tap i.
+  const int groups = (taps + 3) / 4;
+  for (int c = 0; c < channels; ++c) {
+    const int b = c / 64, within = c % 64;
+    const int lane128 = within / 16, j = (within % 16) / 4, s = within % 4;
+    const int l = lane128 * 4 + s;
+    for (int t = 0; t < taps; ++t) {
+      const int g = t / 4, i = t % 4;
+      const size_t at = ((static_cast<size_t>(b) * groups + g) * 4 + j) * 64 + l * 4 + i;
+      dst[at] = static_cast<uint8_t>(filter[static_cast<size_t>(t) * channels + c]);
     }
   }
 }
 
 void depthwise_run(const IsaKernels& isa, KernelContext* ctx, const DepthwiseConvParams& p,
                    const QuantizedMultiplier* multipliers, const Shape4& in, const int8_t* input,
-                   const Shape4& fs, const int16_t* weights, const int32_t* bias, const Shape4& out,
-                   int8_t* output) {
+                   const Shape4& fs, const uint8_t* weights, const int32_t* weight_sums,
+                   const int32_t* bias, const Shape4& out, int8_t* output) {
   KernelContext local;
   KernelContext& c = ctx ? *ctx : local;
   KernelResources& res = resources(c);
-  const OutputStage stage =
-      make_output_stage(res.shared(0, output_stage_bytes(out.c)), out.c, multipliers, bias, nullptr,
-                        p.input_zero_point, p.output_zero_point, p.act_min, p.act_max);
+  const int taps = fs.h * fs.w;
+  OutputStage stage =
+      make_output_stage(res.shared(0, output_stage_bytes(out.c)), out.c, multipliers, bias,
+                        isa.dw_layout == kDepthwiseVnni ? weight_sums : nullptr, p.input_zero_point,
+                        p.output_zero_point, p.act_min, p.act_max, taps);
+  prepare_output_stage(
+      isa.prepare_depthwise_stage,
+      res.shared(4, static_cast<size_t>(padded_channels(out.c)) * kPreparedBytesPerChannel), 1,
+      out.c, stage);
   const int channels = out.c;  // in.c * depth_multiplier
   const int8_t* src = input;
   if (p.depth_multiplier > 1) {
@@ -62,7 +95,7 @@ void depthwise_run(const IsaKernels& isa, KernelContext* ctx, const DepthwiseCon
   }
   const int cp = padded_channels(channels);
   const int threads = thread_count(c);
-  res.thread_scratch_reserve(threads, static_cast<size_t>(cp) * sizeof(int32_t));
+  res.thread_scratch_reserve(threads, depthwise_scratch_bytes(taps, cp));
   const int64_t image = int64_t{in.h} * in.w * channels;
   const int rows = out.n * out.h;
   parallel_for(c, rows, [&](int task, int thread) {
@@ -86,7 +119,7 @@ void depthwise_run(const IsaKernels& isa, KernelContext* ctx, const DepthwiseCon
     a.pad_left = p.padding.left;
     a.input_zero_point = p.input_zero_point;
     a.output = output + (int64_t{b} * out.h + oy) * out.w * channels;
-    a.acc = reinterpret_cast<int32_t*>(res.thread_scratch(thread));
+    a.scratch = res.thread_scratch(thread);
     a.stage = &stage;
     isa.depthwise_row(a);
   });
@@ -104,7 +137,7 @@ void check_depthwise(const DepthwiseConvParams& p, const QuantizedMultiplier* mu
 
 }  // namespace
 
-void depthwise_conv2d_isa(Isa isa, KernelContext* ctx, const DepthwiseConvParams& p,
+void depthwise_conv2d_isa(Isa isa_id, KernelContext* ctx, const DepthwiseConvParams& p,
                           const QuantizedMultiplier* multipliers, const Shape4& in,
                           const int8_t* input, const Shape4& fs, const int8_t* filter,
                           const int32_t* bias, const Shape4& out, int8_t* output) {
@@ -112,10 +145,13 @@ void depthwise_conv2d_isa(Isa isa, KernelContext* ctx, const DepthwiseConvParams
   if (num_elements(out) == 0) return;
   KernelContext local;
   KernelContext& c = ctx ? *ctx : local;
-  auto* weights = reinterpret_cast<int16_t*>(resources(c).shared(
-      1, sizeof(int16_t) * static_cast<size_t>(fs.h) * fs.w * padded_channels(fs.c)));
-  pack_weights(fs, filter, weights);
-  depthwise_run(isa_kernels(isa), &c, p, multipliers, in, input, fs, weights, bias, out, output);
+  KernelResources& res = resources(c);
+  const IsaKernels& isa = isa_kernels(isa_id);
+  const int taps = fs.h * fs.w;
+  uint8_t* weights = res.shared(1, packed_bytes(isa.dw_layout, taps, fs.c));
+  auto* sums = reinterpret_cast<int32_t*>(res.shared(2, sizeof(int32_t) * fs.c));
+  pack_weights(isa.dw_layout, filter, taps, fs.c, weights, sums);
+  depthwise_run(isa, &c, p, multipliers, in, input, fs, weights, sums, bias, out, output);
 }
 
 }  // namespace edgeqat::runtime::fast::detail
@@ -138,12 +174,14 @@ PackedDepthwiseConv2d pack_depthwise_conv2d(const DepthwiseConvParams& params, c
     runtime::detail::fail(fn, "kernel_h * kernel_w must be <= 65536, got ", fs.h, " * ", fs.w);
   }
   check_pointer(filter, num_elements(fs), fn, "filter");
+  const int layout = detail::isa_kernels(id).dw_layout;
   PackedDepthwiseConv2d packed;
   packed.isa = detail::isa_name(id);
   packed.filter_shape = fs;
-  packed.channels_padded = detail::padded_channels(fs.c);
-  packed.weights.assign(static_cast<size_t>(fs.h) * fs.w * packed.channels_padded, 0);
-  detail::pack_weights(fs, filter, packed.weights.data());
+  packed.data.assign(detail::packed_bytes(layout, fs.h * fs.w, fs.c), 0);
+  packed.weight_sums.assign(static_cast<size_t>(fs.c), 0);
+  detail::pack_weights(layout, filter, fs.h * fs.w, fs.c, packed.data.data(),
+                       packed.weight_sums.data());
   return packed;
 }
 
@@ -152,7 +190,7 @@ void depthwise_conv2d_packed(KernelContext* ctx, const DepthwiseConvParams& p,
                              const PackedDepthwiseConv2d& packed, const Shape4& in,
                              const int8_t* input, const int32_t* bias, const Shape4& out,
                              int8_t* output) {
-  if (packed.weights.empty()) {
+  if (packed.data.empty()) {
     runtime::detail::fail("depthwise_conv2d_packed",
                           "the packed weights are empty (not made by pack_depthwise_conv2d)");
   }
@@ -161,7 +199,8 @@ void depthwise_conv2d_packed(KernelContext* ctx, const DepthwiseConvParams& p,
   const detail::Isa isa = detail::isa_from_name(packed.isa, "depthwise_conv2d_packed");
   if (num_elements(out) == 0) return;
   detail::depthwise_run(detail::isa_kernels(isa), ctx, p, multipliers, in, input,
-                        packed.filter_shape, packed.weights.data(), bias, out, output);
+                        packed.filter_shape, packed.data.data(), packed.weight_sums.data(), bias,
+                        out, output);
 }
 
 }  // namespace edgeqat::runtime::fast

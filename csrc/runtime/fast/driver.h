@@ -55,6 +55,8 @@ void fully_connected_isa(Isa isa, KernelContext* ctx, const FullyConnectedParams
                          const QuantizedMultiplier* multipliers, const FullyConnectedShape& shape,
                          const int8_t* input, const int8_t* filter, const int32_t* bias,
                          int8_t* output);
+void add_isa(Isa isa, KernelContext* ctx, const AddParams& params, size_t count,
+             const int8_t* input1, const int8_t* input2, int8_t* output);
 void depthwise_conv2d_isa(Isa isa, KernelContext* ctx, const DepthwiseConvParams& params,
                           const QuantizedMultiplier* multipliers, const Shape4& input_shape,
                           const int8_t* input, const Shape4& filter_shape, const int8_t* filter,
@@ -65,7 +67,12 @@ void depthwise_conv2d_isa(Isa isa, KernelContext* ctx, const DepthwiseConvParams
 OutputStage make_output_stage(uint8_t* scratch, int channels, const QuantizedMultiplier* m,
                               const int32_t* bias, const int32_t* weight_sums,
                               int32_t input_zero_point, int32_t output_zero_point, int32_t act_min,
-                              int32_t act_max);
+                              int32_t act_max, int64_t depth);
+// Runs prepare (if not null) for every group of channels_per_group channels into scratch
+// (groups * round_up(channels_per_group, 64) * kPreparedBytesPerChannel bytes, 64-byte aligned)
+// and points stage.prepared at it; group g's part starts at g times the per-group size.
+void prepare_output_stage(PrepareStageFn prepare, uint8_t* scratch, int groups,
+                          int channels_per_group, OutputStage& stage);
 inline size_t output_stage_bytes(int channels) {
   return 4 * (static_cast<size_t>(channels) + 64) * sizeof(int32_t);
 }

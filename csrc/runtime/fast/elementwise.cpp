@@ -47,13 +47,38 @@ void for_rows(KernelContext* ctx, const Shape4& out, Row&& row) {
 
 }  // namespace
 
-void add_impl(KernelContext* ctx, const AddParams& p, size_t count, const int8_t* input1,
-              const int8_t* input2, int8_t* output) {
+void add_isa(Isa isa_id, KernelContext* ctx, const AddParams& p, size_t count, const int8_t* input1,
+             const int8_t* input2, int8_t* output) {
   check_add(p);
   const auto n = static_cast<int64_t>(count);
   check_pointer(input1, n, "add", "input1");
   check_pointer(input2, n, "add", "input2");
   check_pointer(output, n, "add", "output");
+  const IsaKernels& isa = isa_kernels(isa_id);
+  if (isa.add != nullptr) {
+    AddArgs args{};
+    args.zp1 = p.input1_zero_point;
+    args.zp2 = p.input2_zero_point;
+    args.left_shift = p.left_shift;
+    args.m1 = p.input1_multiplier.multiplier;
+    args.rs1 = 31 - p.input1_multiplier.shift;
+    args.m2 = p.input2_multiplier.multiplier;
+    args.rs2 = 31 - p.input2_multiplier.shift;
+    args.mo = p.output_multiplier.multiplier;
+    args.rso = 31 - p.output_multiplier.shift;
+    args.out_min = p.act_min - p.output_zero_point;
+    args.out_max = p.act_max - p.output_zero_point;
+    args.zero_point = p.output_zero_point;
+    for_chunks(ctx, count, [&](size_t begin, size_t end) {
+      AddArgs a = args;
+      a.a = input1 + begin;
+      a.b = input2 + begin;
+      a.out = output + begin;
+      a.count = end - begin;
+      isa.add(a);
+    });
+    return;
+  }
   // The reference's scaled inputs requant((q - zp) << left_shift, m) depend on q alone: tabulate
   // them for the 256 int8 values (the same expressions, evaluated once per value).
   int32_t scaled1[256], scaled2[256];

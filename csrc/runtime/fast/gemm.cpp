@@ -155,7 +155,7 @@ void pack_gemm_weights(const IsaKernels& isa, const int8_t* w, int groups, int n
 OutputStage make_output_stage(uint8_t* scratch, int channels, const QuantizedMultiplier* m,
                               const int32_t* bias, const int32_t* weight_sums,
                               int32_t input_zero_point, int32_t output_zero_point, int32_t act_min,
-                              int32_t act_max) {
+                              int32_t act_max, int64_t depth) {
   const size_t n = static_cast<size_t>(channels) + 64;
   auto* offset = reinterpret_cast<int32_t*>(scratch);
   int32_t* b = offset + n;
@@ -174,9 +174,44 @@ OutputStage make_output_stage(uint8_t* scratch, int channels, const QuantizedMul
     mult[c] = real ? m[c].multiplier : 0;
     shift[c] = real ? 31 - m[c].shift : 31;
   }
-  return {
-      offset,           b, mult, shift, act_min - output_zero_point, act_max - output_zero_point,
-      output_zero_point};
+  // |sum of products| <= 32640 * depth: a bias farther than that from the int32 limits cannot
+  // make the sum overflow, and the kernels can skip the saturation.
+  const int64_t headroom = std::numeric_limits<int32_t>::max() - int64_t{32640} * depth;
+  int32_t saturates = 0;
+  for (int c = 0; bias && c < channels; ++c) {
+    if (bias[c] > headroom || -int64_t{bias[c]} > headroom) saturates = 1;
+  }
+  OutputStage stage{};
+  stage.offset = offset;
+  stage.bias = b;
+  stage.multiplier = mult;
+  stage.right_shift = shift;
+  stage.out_min = act_min - output_zero_point;
+  stage.out_max = act_max - output_zero_point;
+  stage.zero_point = output_zero_point;
+  stage.bias_saturates = saturates;
+  stage.narrow = 1;
+  for (int c = 0; c < channels; ++c) {
+    if (m[c].shift > 0) stage.narrow = 0;
+  }
+  stage.prepared = nullptr;
+  return stage;
+}
+
+void prepare_output_stage(PrepareStageFn prepare, uint8_t* scratch, int groups,
+                          int channels_per_group, OutputStage& stage) {
+  if (prepare == nullptr) return;
+  const int per_group = round_up(channels_per_group, 64);
+  for (int g = 0; g < groups; ++g) {
+    OutputStage sg = stage;
+    const int64_t ch0 = int64_t{g} * channels_per_group;
+    sg.offset += ch0;
+    sg.bias += ch0;
+    sg.multiplier += ch0;
+    sg.right_shift += ch0;
+    prepare(sg, per_group, scratch + static_cast<size_t>(g) * per_group * kPreparedBytesPerChannel);
+  }
+  stage.prepared = scratch;
 }
 
 void conv2d_gemm(KernelContext* ctx, const ConvParams& p, const QuantizedMultiplier* multipliers,
@@ -189,10 +224,14 @@ void conv2d_gemm(KernelContext* ctx, const ConvParams& p, const QuantizedMultipl
   KernelResources& res = resources(c);
   const IsaKernels& isa = *w.isa;
   const int groups = p.groups, cout_g = w.n;
-  const OutputStage stage =
+  OutputStage stage =
       make_output_stage(res.shared(0, output_stage_bytes(out.c)), out.c, multipliers, bias,
                         isa.a_elem == 1 ? w.weight_sums : nullptr, p.input_zero_point,
-                        p.output_zero_point, p.act_min, p.act_max);
+                        p.output_zero_point, p.act_min, p.act_max, w.depth);
+  const size_t prepared_per_group =
+      static_cast<size_t>(round_up(cout_g, 64)) * kPreparedBytesPerChannel;
+  prepare_output_stage(isa.prepare_stage, res.shared(4, prepared_per_group * groups), groups,
+                       cout_g, stage);
 
   const ConvJob job{&p,
                     in,
@@ -249,6 +288,8 @@ void conv2d_gemm(KernelContext* ctx, const ConvParams& p, const QuantizedMultipl
     sg.bias += ch0;
     sg.multiplier += ch0;
     sg.right_shift += ch0;
+    if (sg.prepared)
+      sg.prepared = static_cast<const uint8_t*>(sg.prepared) + g * prepared_per_group;
     GemmArgs args{};
     args.a = a;
     args.lda = lda;

@@ -28,6 +28,11 @@ inline constexpr int kNumIsas = 3;
 // which is requantize_output (requantize.h) with right_shift = 31 - shift: clamping r to
 // [act_min - zp, act_max - zp] (both within [-255, 255]) before adding zp equals saturating r to
 // int32, adding zp and clamping to [act_min, act_max].
+// bias_saturates is 0 when no |bias[n]| is within (max |x|) of the int32 limits, with
+// max |x| = 32640 * depth: then x + bias cannot overflow and kernels may skip the saturation.
+// narrow is 1 when every shift is <= 0 (right_shift >= 31): then r fits in int32 (|x| <= 2^31,
+// multiplier < 2^31) and kernels may clamp in 32-bit lanes.
+// prepared: the ISA's per-channel constants made by IsaKernels::prepare_stage (or null).
 struct OutputStage {
   const int32_t* offset;
   const int32_t* bias;
@@ -35,7 +40,15 @@ struct OutputStage {
   const int32_t* right_shift;  // in [1, 62]; padding entries 31 (with multiplier 0: r = 0)
   int32_t out_min, out_max;
   int32_t zero_point;
+  int32_t bias_saturates;
+  int32_t narrow;
+  const void* prepared;
 };
+
+// Precomputes an ISA's constants for channels [0, channels) of stage (channels a multiple of
+// 16) into dst: kPreparedBytesPerChannel bytes per channel, 64-byte aligned.
+using PrepareStageFn = void (*)(const OutputStage& stage, int channels, void* dst);
+inline constexpr size_t kPreparedBytesPerChannel = 32;
 
 // GEMM layouts. C[m][n] = sum_k A[m][k] * B[k][n] over a depth K padded to kp (a multiple of
 // kgroup); the padding has zero weights.
@@ -64,25 +77,51 @@ struct GemmArgs {
 };
 
 // Depthwise conv of one output row (all output columns, all channels), multiplier 1 (the driver
-// expands the input channels first when the depth multiplier is larger).
-// weights: int16 [kh * kw][cp], cp = channels rounded up to 64, padding 0.
-// The taps of output (oy, ox) are input (oy * stride_h - pad_top + ky * dilation_h,
-// ox * stride_w - pad_left + kx * dilation_w); taps outside the image are skipped.
+// expands the input channels first when the depth multiplier is larger). Taps t = ky * kw + kx;
+// the tap of output (oy, ox) is input (oy * stride_h - pad_top + ky * dilation_h,
+// ox * stride_w - pad_left + kx * dilation_w); taps outside the image contribute nothing.
+// Weight layouts (dw_layout):
+//   kDepthwiseInt16: int16 [taps][cp], cp = channels rounded up to 64, zero padding; the kernel
+//                    sums w * (q - zp) (|.| <= 32640: exact in int16 lanes too).
+//   kDepthwiseVnni:  for vpdpbusd, four taps per int32 lane: blocks of 64 channels, each
+//                    [ceil(taps / 4) tap groups][4 vectors j][16 lanes l][4 taps i] int8 with
+//                    lane l of vector j = channel 64 b + 16 (l / 4) + 4 j + l % 4 (the order
+//                    unpacklo / unpackhi produce) and tap 4 g + i; zero for missing taps and
+//                    channels. The kernel sums (q + 128) * w with padding taps fed q = zp, and
+//                    OutputStage::offset = -(128 + zp) * sum_t w as for the GEMM.
+enum DepthwiseLayout : int { kDepthwiseInt16 = 0, kDepthwiseVnni = 1 };
+
 struct DepthwiseRowArgs {
   const int8_t* input;  // one image, NHWC [in_h, in_w, channels]
   int in_h, in_w, channels;
-  const int16_t* weights;
-  int kh, kw, cp;
+  const void* weights;  // the ISA's layout
+  int kh, kw, cp;       // cp: channels rounded up to 64
   int oy, out_w;
   int stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
   int32_t input_zero_point;
   int8_t* output;  // the output row: [out_w, channels]
-  int32_t* acc;    // scratch of cp int32 (for kernels that want it)
+  void* scratch;   // per-thread scratch of depthwise_scratch_bytes(kh * kw, cp) bytes
   const OutputStage* stage;
+};
+inline size_t depthwise_scratch_bytes(int taps, int cp) {
+  const size_t a = static_cast<size_t>(cp) * 4, b = (static_cast<size_t>(taps) + 4) * 16;
+  return a > b ? a : b;
+}
+
+// Elementwise add (AddParams' arithmetic) of count values.
+struct AddArgs {
+  const int8_t* a;
+  const int8_t* b;
+  int8_t* out;
+  size_t count;
+  int32_t zp1, zp2, left_shift;
+  int32_t m1, rs1, m2, rs2, mo, rso;     // multipliers and right shifts (31 - shift)
+  int32_t out_min, out_max, zero_point;  // clamp of the requantized sum, before adding zp
 };
 
 using GemmFn = void (*)(const GemmArgs&);
 using DepthwiseRowFn = void (*)(const DepthwiseRowArgs&);
+using AddFn = void (*)(const AddArgs&);
 
 struct IsaKernels {
   Isa isa;
@@ -93,7 +132,11 @@ struct IsaKernels {
   int n_unit;  // panel width granularity
   int mr;      // GEMM rows per micro tile (a blocking hint)
   GemmFn gemm;
+  int dw_layout;  // DepthwiseLayout
   DepthwiseRowFn depthwise_row;
+  AddFn add;                               // null: the portable table-based loop
+  PrepareStageFn prepare_stage;            // null: kernels read OutputStage's arrays
+  PrepareStageFn prepare_depthwise_stage;  // the depthwise kernel's (null: prepare_stage)
 };
 
 extern const IsaKernels kPortableKernels;

@@ -18,34 +18,55 @@ namespace {
 constexpr int kPanel = 16;  // channels per B panel: two ymm of 8 int32 lanes
 constexpr int kMr = 4;      // rows per tile: 8 accumulators + 2 weight vectors of 16 ymm
 
+// The output stage of 8 consecutive channels, precomputed once per call (prepare_stage), split
+// into even / odd lanes for the 64-bit products. 256 bytes = 8 * kPreparedBytesPerChannel.
 struct Stage8 {
-  __m256i offset, bias, mult_even, mult_odd, shift_even, shift_odd, round_even, round_odd;
+  __m256i offset;  // offset, plus the bias when the bias cannot saturate (isa.h)
+  __m256i bias;
+  __m256i mult_even, mult_odd, shift_even, shift_odd, round_even, round_odd;
 };
+static_assert(sizeof(Stage8) == 8 * kPreparedBytesPerChannel, "prepared stage layout");
 
 struct Clamp {
-  __m256i lo, hi;  // int64
-  __m256i zp;      // int32
+  __m256i lo, hi;      // int64
+  __m256i lo32, hi32;  // int32
+  __m256i zp;          // int32
+  bool saturate;       // OutputStage::bias_saturates
+  bool narrow;         // OutputStage::narrow
 };
 
-Stage8 load_stage(const OutputStage& s, int n) {
-  Stage8 r;
-  r.offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.offset + n));
-  r.bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.bias + n));
-  const __m256i mult = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.multiplier + n));
-  const __m256i shift = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.right_shift + n));
+void prepare_stage(const OutputStage& s, int channels, void* dst) {
+  auto* out = static_cast<Stage8*>(dst);
   const __m256i one = _mm256_set1_epi64x(1);
-  r.mult_even = mult;
-  r.mult_odd = _mm256_srli_epi64(mult, 32);
-  r.shift_even = _mm256_and_si256(shift, _mm256_set1_epi64x(0xFFFFFFFFll));
-  r.shift_odd = _mm256_srli_epi64(shift, 32);
-  r.round_even = _mm256_sllv_epi64(one, _mm256_sub_epi64(r.shift_even, one));
-  r.round_odd = _mm256_sllv_epi64(one, _mm256_sub_epi64(r.shift_odd, one));
-  return r;
+  for (int n = 0; n < channels; n += 8) {
+    Stage8 r;
+    const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.offset + n));
+    r.bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.bias + n));
+    r.offset = s.bias_saturates ? offset : _mm256_add_epi32(offset, r.bias);
+    const __m256i mult = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.multiplier + n));
+    const __m256i shift = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.right_shift + n));
+    r.mult_even = mult;
+    r.mult_odd = _mm256_srli_epi64(mult, 32);
+    r.shift_even = _mm256_and_si256(shift, _mm256_set1_epi64x(0xFFFFFFFFll));
+    r.shift_odd = _mm256_srli_epi64(shift, 32);
+    r.round_even = _mm256_sllv_epi64(one, _mm256_sub_epi64(r.shift_even, one));
+    r.round_odd = _mm256_sllv_epi64(one, _mm256_sub_epi64(r.shift_odd, one));
+    out[n / 8] = r;
+  }
+}
+
+const Stage8& stage_at(const OutputStage& s, int n) {  // n a multiple of 8
+  return static_cast<const Stage8*>(s.prepared)[n / 8];
 }
 
 Clamp make_clamp(const OutputStage& s) {
-  return {_mm256_set1_epi64x(s.out_min), _mm256_set1_epi64x(s.out_max),
-          _mm256_set1_epi32(s.zero_point)};
+  return {_mm256_set1_epi64x(s.out_min),
+          _mm256_set1_epi64x(s.out_max),
+          _mm256_set1_epi32(s.out_min),
+          _mm256_set1_epi32(s.out_max),
+          _mm256_set1_epi32(s.zero_point),
+          s.bias_saturates != 0,
+          s.narrow != 0};
 }
 
 // Arithmetic right shift of int64 lanes by per-lane counts (AVX2 only has the logical one):
@@ -63,19 +84,27 @@ __m256i clamp64(__m256i v, __m256i lo, __m256i hi) {
 // requantize_output of 8 raw accumulators (OutputStage in isa.h), as int32 lanes.
 __m256i requant(__m256i acc, const Stage8& s, const Clamp& c) {
   const __m256i x = _mm256_add_epi32(acc, s.offset);
-  // saturate_int32(int64(x) + bias), see isa_avx512_vnni.cpp.
-  const __m256i sum = _mm256_add_epi32(x, s.bias);
-  const __m256i ovf = _mm256_srai_epi32(
-      _mm256_and_si256(_mm256_xor_si256(x, sum), _mm256_xor_si256(s.bias, sum)), 31);
-  const __m256i sat = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(0x7FFFFFFF));
-  const __m256i t = _mm256_blendv_epi8(sum, sat, ovf);
+  __m256i t = x;
+  if (c.saturate) {  // saturate_int32(int64(x) + bias), see isa_avx512_vnni.cpp
+    const __m256i sum = _mm256_add_epi32(x, s.bias);
+    const __m256i ovf = _mm256_srai_epi32(
+        _mm256_and_si256(_mm256_xor_si256(x, sum), _mm256_xor_si256(s.bias, sum)), 31);
+    const __m256i sat = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(0x7FFFFFFF));
+    t = _mm256_blendv_epi8(sum, sat, ovf);
+  }
   __m256i even = _mm256_mul_epi32(t, s.mult_even);
   __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(t, 32), s.mult_odd);
   even = sra64(_mm256_add_epi64(even, s.round_even), s.shift_even);
   odd = sra64(_mm256_add_epi64(odd, s.round_odd), s.shift_odd);
-  even = clamp64(even, c.lo, c.hi);
-  odd = clamp64(odd, c.lo, c.hi);
-  const __m256i r = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  __m256i r;
+  if (c.narrow) {  // the results fit in int32 lanes: clamp there
+    r = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    r = _mm256_min_epi32(_mm256_max_epi32(r, c.lo32), c.hi32);
+  } else {
+    even = clamp64(even, c.lo, c.hi);
+    odd = clamp64(odd, c.lo, c.hi);
+    r = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  }
   return _mm256_add_epi32(r, c.zp);
 }
 
@@ -125,7 +154,7 @@ void tile(const uint8_t* a, size_t lda, const int16_t* b, int kg, int8_t* c, siz
 #pragma GCC unroll 2
   for (int v = 0; v < NV; ++v) {
     if (valid <= v * 8) break;
-    const Stage8 s = load_stage(st, n0 + v * 8);
+    const Stage8& s = stage_at(st, n0 + v * 8);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       store8(c + r * ldc + v * 8, requant(acc[r][v], s, cl), valid - v * 8);
@@ -207,7 +236,8 @@ void depthwise_row(const DepthwiseRowArgs& d) {
       for (int ky = ky0; ky < ky1; ++ky) {
         const int64_t iy = y0 + int64_t{ky} * d.dilation_h;
         const int8_t* line = d.input + iy * d.in_w * channels + c0;
-        const int16_t* wrow = d.weights + static_cast<size_t>(ky) * d.kw * d.cp + c0;
+        const int16_t* wrow =
+            static_cast<const int16_t*>(d.weights) + static_cast<size_t>(ky) * d.kw * d.cp + c0;
         for (int kx = kx0; kx < kx1; ++kx) {
           const int8_t* px = line + (x0 + int64_t{kx} * d.dilation_w) * channels;
           __m128i x8;
@@ -227,16 +257,76 @@ void depthwise_row(const DepthwiseRowArgs& d) {
           acc1 = _mm256_add_epi32(acc1, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(p, 1)));
         }
       }
-      store8(out + c0, requant(acc0, load_stage(*d.stage, c0), cl), valid);
-      if (valid > 8)
-        store8(out + c0 + 8, requant(acc1, load_stage(*d.stage, c0 + 8), cl), valid - 8);
+      store8(out + c0, requant(acc0, stage_at(*d.stage, c0), cl), valid);
+      if (valid > 8) store8(out + c0 + 8, requant(acc1, stage_at(*d.stage, c0 + 8), cl), valid - 8);
     }
+  }
+}
+
+// Arithmetic right shift of int64 lanes by a uniform count (see sra64).
+__m256i sra64_uniform(__m256i v, __m128i count) {
+  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+  return _mm256_xor_si256(_mm256_srl_epi64(_mm256_xor_si256(v, sign), count), sign);
+}
+
+// Uniform-multiplier requantization of 8 int32 lanes, exact in 64 bits (see isa_avx512_vnni.cpp).
+template <bool kClamp>
+__m256i requant_uniform(__m256i x, __m256i m, __m256i round, __m128i shift, __m256i lo,
+                        __m256i hi) {
+  __m256i even = _mm256_mul_epi32(x, m);
+  __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(x, 32), m);
+  even = sra64_uniform(_mm256_add_epi64(even, round), shift);
+  odd = sra64_uniform(_mm256_add_epi64(odd, round), shift);
+  if (kClamp) {
+    even = clamp64(even, lo, hi);
+    odd = clamp64(odd, lo, hi);
+  }
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+// Add (AddParams' arithmetic, see reference add): 8 values per step.
+void add(const AddArgs& a) {
+  const __m256i zp1 = _mm256_set1_epi32(a.zp1), zp2 = _mm256_set1_epi32(a.zp2);
+  const __m128i ls = _mm_cvtsi32_si128(a.left_shift);
+  const __m256i m1 = _mm256_set1_epi32(a.m1), m2 = _mm256_set1_epi32(a.m2);
+  const __m256i mo = _mm256_set1_epi32(a.mo);
+  const __m256i r1 = _mm256_set1_epi64x(int64_t{1} << (a.rs1 - 1));
+  const __m256i r2 = _mm256_set1_epi64x(int64_t{1} << (a.rs2 - 1));
+  const __m256i ro = _mm256_set1_epi64x(int64_t{1} << (a.rso - 1));
+  const __m128i s1 = _mm_cvtsi32_si128(a.rs1), s2 = _mm_cvtsi32_si128(a.rs2);
+  const __m128i so = _mm_cvtsi32_si128(a.rso);
+  const __m256i lo = _mm256_set1_epi64x(a.out_min), hi = _mm256_set1_epi64x(a.out_max);
+  const __m256i zp = _mm256_set1_epi32(a.zero_point);
+  for (size_t i = 0; i < a.count; i += 8) {
+    const size_t left = a.count - i;
+    __m128i b1, b2;
+    if (left >= 8) {
+      b1 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.a + i));
+      b2 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.b + i));
+    } else {  // the last values: do not read past the inputs
+      alignas(16) int8_t t1[16] = {}, t2[16] = {};
+      for (size_t k = 0; k < left; ++k) {
+        t1[k] = a.a[i + k];
+        t2[k] = a.b[i + k];
+      }
+      b1 = _mm_load_si128(reinterpret_cast<const __m128i*>(t1));
+      b2 = _mm_load_si128(reinterpret_cast<const __m128i*>(t2));
+    }
+    // (q - zp) << left_shift: |.| <= 255 * 2^20 < 2^28.
+    const __m256i x1 = _mm256_sll_epi32(_mm256_sub_epi32(_mm256_cvtepi8_epi32(b1), zp1), ls);
+    const __m256i x2 = _mm256_sll_epi32(_mm256_sub_epi32(_mm256_cvtepi8_epi32(b2), zp2), ls);
+    // Scaled by multipliers below 1 (check_add): below 2^28, no saturation; their sum fits.
+    const __m256i sum = _mm256_add_epi32(requant_uniform<false>(x1, m1, r1, s1, lo, hi),
+                                         requant_uniform<false>(x2, m2, r2, s2, lo, hi));
+    const __m256i r = _mm256_add_epi32(requant_uniform<true>(sum, mo, ro, so, lo, hi), zp);
+    store8(a.out + i, r, left >= 8 ? 8 : static_cast<int>(left));
   }
 }
 
 }  // namespace
 
-extern const IsaKernels kAvx2Kernels = {Isa::kAvx2, "avx2",        2, 2, kPanel, 8, 8,
-                                        &gemm,      &depthwise_row};
+extern const IsaKernels kAvx2Kernels = {
+    Isa::kAvx2,     "avx2",        2, 2, kPanel, 8, 8, &gemm, kDepthwiseInt16, &depthwise_row, &add,
+    &prepare_stage, &prepare_stage};
 
 }  // namespace edgeqat::runtime::fast::detail

@@ -86,7 +86,7 @@ void gemm(const GemmArgs& g) {
 
 void depthwise_row(const DepthwiseRowArgs& d) {
   const int channels = d.channels;
-  int32_t* acc = d.acc;
+  auto* acc = static_cast<int32_t*>(d.scratch);
   const int64_t y0 = int64_t{d.oy} * d.stride_h - d.pad_top;
   for (int ox = 0; ox < d.out_w; ++ox) {
     const int64_t x0 = int64_t{ox} * d.stride_w - d.pad_left;
@@ -98,7 +98,8 @@ void depthwise_row(const DepthwiseRowArgs& d) {
         const int64_t ix = x0 + int64_t{kx} * d.dilation_w;
         if (ix < 0 || ix >= d.in_w) continue;
         const int8_t* x = d.input + (iy * d.in_w + ix) * channels;
-        const int16_t* w = d.weights + static_cast<size_t>(ky * d.kw + kx) * d.cp;
+        const int16_t* w =
+            static_cast<const int16_t*>(d.weights) + static_cast<size_t>(ky * d.kw + kx) * d.cp;
         const int32_t zp = d.input_zero_point;
         for (int c = 0; c < channels; ++c) acc[c] += w[c] * (x[c] - zp);
       }
@@ -110,7 +111,8 @@ void depthwise_row(const DepthwiseRowArgs& d) {
 
 }  // namespace
 
-extern const IsaKernels kPortableKernels = {Isa::kPortable, "portable",    2, 2, kPanel, 8, kMr,
-                                            &gemm,          &depthwise_row};
+extern const IsaKernels kPortableKernels = {
+    Isa::kPortable,  "portable",     2,       2,       kPanel, 8, kMr, &gemm,
+    kDepthwiseInt16, &depthwise_row, nullptr, nullptr, nullptr};
 
 }  // namespace edgeqat::runtime::fast::detail

@@ -10,8 +10,6 @@
 namespace edgeqat::runtime::fast::detail {
 
 // elementwise.cpp (the same code for every ISA).
-void add_impl(KernelContext* ctx, const AddParams& p, size_t count, const int8_t* input1,
-              const int8_t* input2, int8_t* output);
 void max_pool2d_impl(KernelContext* ctx, const PoolParams& p, const Shape4& in, const int8_t* input,
                      const Shape4& out, int8_t* output);
 void average_pool2d_impl(KernelContext* ctx, const PoolParams& p, const Shape4& in,
@@ -116,12 +114,18 @@ void fully_connected_t(KernelContext* ctx, const FullyConnectedParams& params,
 }
 
 template <Isa I>
+void add_t(KernelContext* ctx, const AddParams& params, size_t count, const int8_t* input1,
+           const int8_t* input2, int8_t* output) {
+  add_isa(I, ctx, params, count, input1, input2, output);
+}
+
+template <Isa I>
 constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
                      &conv2d_t<I>,
                      &depthwise_conv2d_t<I>,
                      &fully_connected_t<I>,
-                     &add_impl,
+                     &add_t<I>,
                      &average_pool2d_impl,
                      &max_pool2d_impl,
                      &quantize_impl,
@@ -222,7 +226,7 @@ void fully_connected(KernelContext* ctx, const FullyConnectedParams& params,
 }
 void add(KernelContext* ctx, const AddParams& params, size_t count, const int8_t* input1,
          const int8_t* input2, int8_t* output) {
-  detail::add_impl(ctx, params, count, input1, input2, output);
+  kernels().add(ctx, params, count, input1, input2, output);
 }
 void average_pool2d(KernelContext* ctx, const PoolParams& params, const Shape4& input_shape,
                     const int8_t* input, const Shape4& output_shape, int8_t* output) {

@@ -13,7 +13,7 @@ inline void cpu_relax() {
 #endif
 }
 
-// How long a worker (or the caller waiting for workers) spins before it blocks.
+// How long a worker spins for the next run (and the caller for the last tasks) before blocking.
 constexpr auto kSpin = std::chrono::microseconds(200);
 
 }  // namespace
@@ -43,6 +43,11 @@ void ThreadPool::work(int thread) {
       std::lock_guard<std::mutex> lock(mu_);
       if (!error_) error_ = std::current_exception();
     }
+    // acq_rel: the task's writes happen before the caller sees the count complete.
+    if (tasks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == num_tasks_) {
+      std::lock_guard<std::mutex> lock(mu_);  // orders the notification after the caller's check
+      done_cv_.notify_one();
+    }
   }
 }
 
@@ -59,42 +64,46 @@ void ThreadPool::worker_loop(int thread) {
       start_cv_.wait(lock,
                      [&] { return stop_ || generation_.load(std::memory_order_relaxed) != seen; });
       if (stop_) return;
+      // Joining under the mutex: run_impl changes the run's fields only under the mutex and
+      // with no worker joined, so the fields stay those of generation `seen` until we leave.
       seen = generation_.load(std::memory_order_relaxed);
+      joined_.fetch_add(1, std::memory_order_relaxed);
     }
     work(thread);
-    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      // Last worker out: wake the caller. Taking the mutex orders this notification after the
-      // caller's predicate check, so it cannot be lost.
-      std::lock_guard<std::mutex> lock(mu_);
-      done_cv_.notify_one();
-    }
+    joined_.fetch_sub(1, std::memory_order_release);
   }
 }
 
 void ThreadPool::run_impl(int num_tasks, TaskFn call, void* fn) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    // A worker that joined the previous run late may still be on its way out (it finds no task
+    // left): wait for it before overwriting the fields it reads.
+    while (joined_.load(std::memory_order_acquire) != 0) {
+      lock.unlock();
+      std::this_thread::yield();
+      lock.lock();
+    }
     call_ = call;
     fn_ = fn;
     num_tasks_ = num_tasks;
     error_ = nullptr;
     next_task_.store(0, std::memory_order_relaxed);
-    active_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    tasks_done_.store(0, std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
   }
   start_cv_.notify_all();
   work(0);
-  // Every worker checks in, even one that found no task left: it has read this run's fields,
-  // which the next run overwrites.
+  // Wait for the tasks that workers took, not for the workers themselves.
   const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-  while (active_.load(std::memory_order_acquire) != 0 &&
+  while (tasks_done_.load(std::memory_order_acquire) != num_tasks &&
          std::chrono::steady_clock::now() < spin_until) {
     cpu_relax();
   }
   std::exception_ptr error;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [&] { return active_.load(std::memory_order_acquire) == 0; });
+    done_cv_.wait(lock, [&] { return tasks_done_.load(std::memory_order_acquire) == num_tasks; });
     error = error_;
     error_ = nullptr;
   }

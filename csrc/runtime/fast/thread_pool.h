@@ -6,8 +6,12 @@
 // runs it (integer arithmetic, no cross-task reductions), which keeps results independent of the
 // thread count and of scheduling.
 //
-// After a run, workers spin for a short while before they sleep, so that the next kernel of a
-// network (typically tens of microseconds later) does not pay a futex wake-up per worker.
+// run() returns as soon as every task has finished: it does not wait for workers that were slow
+// to wake up (on a loaded machine a sleeping worker can take milliseconds to get a CPU; the
+// caller then simply runs more of the tasks itself). A worker joins a run under the mutex, and
+// the next run() waits for the workers that joined the previous one to leave before it reuses
+// the run's fields. After a run, workers spin for a short while before they sleep, so that the
+// next kernel of a network (typically tens of microseconds later) does not pay a futex wake-up.
 #pragma once
 
 #include <atomic>
@@ -57,13 +61,14 @@ class ThreadPool {
   std::condition_variable start_cv_, done_cv_;
   std::atomic<uint64_t> generation_{0};  // bumped (under mu_) when a run starts
   bool stop_ = false;                    // guarded by mu_
-  // The current run: written by run_impl before generation_ is bumped, read by workers after
-  // they see the new generation.
+  // The current run: written by run_impl (under mu_, with no worker joined) before generation_
+  // is bumped; read by workers that joined it.
   TaskFn call_ = nullptr;
   void* fn_ = nullptr;
   int num_tasks_ = 0;
   std::atomic<int> next_task_{0};
-  std::atomic<int> active_{0};  // workers that have not finished the current run
+  std::atomic<int> tasks_done_{0};
+  std::atomic<int> joined_{0};  // workers inside the current (or the last) run
   std::exception_ptr error_;    // guarded by mu_
 };
 

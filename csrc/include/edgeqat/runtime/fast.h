@@ -142,9 +142,9 @@ struct PackedFullyConnected {
 
 struct PackedDepthwiseConv2d {
   std::string isa;
-  Shape4 filter_shape;  // [1, kh, kw, channels * depth_multiplier]
-  int channels_padded = 0;
-  std::vector<int16_t, AlignedAllocator<int16_t>> weights;  // [kh * kw][channels_padded]
+  Shape4 filter_shape;                                   // [1, kh, kw, channels * depth_multiplier]
+  std::vector<uint8_t, AlignedAllocator<uint8_t>> data;  // the ISA's layout (fast/isa.h)
+  std::vector<int32_t> weight_sums;                      // [channels]: sum over the taps of w
 };
 
 // Pack for `isa` (empty: active_isa()). Validates what they can see (filter shape, groups,
