@@ -88,8 +88,7 @@ def export_graph(
     for path, q in model.named_modules():
         if isinstance(q, FakeQuantizer) and q.mode is not Mode.OFF and not q.has_range:
             raise ExportError(
-                f"cannot export: quantizer '{path}' has no range yet (train, or calibrate, "
-                "first)"
+                f"cannot export: quantizer '{path}' has no range yet (train, or calibrate, first)"
             )
     gm = copy.deepcopy(model)
     _propagate_shapes(gm, inputs)
@@ -162,7 +161,9 @@ class _GraphExporter:
         if isinstance(module, ActQuant):
             self.act_quant(node, module)
         elif isinstance(module, (ConvBn2d, QuantConv2d, QuantLinear)) or _is_cat(node):
-            if len(node.users) != 1 or not isinstance(_module(gm, next(iter(node.users))), ActQuant):
+            if len(node.users) != 1 or not isinstance(
+                _module(gm, next(iter(node.users))), ActQuant
+            ):
                 raise self.fail(node, "its output must go to one ActQuant (as prepare_qat places)")
             self.pending[node] = node
         elif isinstance(module, QuantAdd):
@@ -301,7 +302,10 @@ class _GraphExporter:
                                     out, self)  # fmt: skip
             self.value[node] = b.add_max_pool2d(node.name, x, kernel, stride, padding)
             return
-        if isinstance(module, (nn.Dropout, nn.Identity)) or node.target in (F.dropout, "contiguous"):
+        if isinstance(module, (nn.Dropout, nn.Identity)) or node.target in (
+            F.dropout,
+            "contiguous",
+        ):
             self.value[node] = x
             return
         if list(in_shape) == out:  # a reshape that changes nothing per sample

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -84,9 +84,7 @@ class Int8Model:
             outs = [torch.from_numpy(a) for a in self._native.run_float(arrays)]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def run_int8(
-        self, *inputs: torch.Tensor, capture: Sequence[str] = ()
-    ) -> list[torch.Tensor]:
+    def run_int8(self, *inputs: torch.Tensor, capture: Sequence[str] = ()) -> list[torch.Tensor]:
         """int8 in, int8 out: the outputs, then the values named in ``capture`` (node names),
         each ``[N, *shape]`` in the PyTorch layout."""
         arrays = [_numpy(x, np.int8, i) for i, x in enumerate(inputs)]
@@ -117,4 +115,6 @@ def _numpy(x, dtype, index: int) -> np.ndarray:
         raise TypeError(f"input {index} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype.is_floating_point and dtype == np.int8:
         raise TypeError(f"input {index} must be torch.int8 for run_int8, got {x.dtype}")
-    return np.ascontiguousarray(x.detach().cpu().to(torch.float32 if dtype == np.float32 else torch.int8).numpy())
+    return np.ascontiguousarray(
+        x.detach().cpu().to(torch.float32 if dtype == np.float32 else torch.int8).numpy()
+    )

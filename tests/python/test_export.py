@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import eq8_file
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,6 @@ import edgeqat
 from edgeqat import _runtime
 from edgeqat.export import export_graph
 from edgeqat.nn import ConvBn2d
-
-import eq8_file
 
 ops = torch.ops.edgeqat
 
@@ -218,9 +217,10 @@ def test_file_is_smaller_than_the_float_state_dict(exported, tmp_path):
     qat, _, _, _ = exported
     path = tmp_path / "net.eq8"
     edgeqat.export(qat, path, example_inputs=torch.randn(1, 3, 10, 10), load=False)
-    assert path.stat().st_size < sum(
-        t.numel() * t.element_size() for t in Net().state_dict().values()
-    ) + 16_384  # a tiny model: mostly header; the size target is checked on real models
+    assert (
+        path.stat().st_size
+        < sum(t.numel() * t.element_size() for t in Net().state_dict().values()) + 16_384
+    )  # a tiny model: mostly header; the size target is checked on real models
 
 
 # --------------------------------------------------------------------------------------------
