@@ -99,13 +99,14 @@ void add_isa(Isa isa_id, KernelContext* ctx, const AddParams& p, size_t count, c
   });
 }
 
-void max_pool2d_impl(KernelContext* ctx, const PoolParams& p, const Shape4& in, const int8_t* input,
-                     const Shape4& out, int8_t* output) {
+void max_pool2d_isa(Isa isa_id, KernelContext* ctx, const PoolParams& p, const Shape4& in,
+                    const int8_t* input, const Shape4& out, int8_t* output) {
   const char* fn = "max_pool2d";
   check_pool2d(p, in, out, fn);
   check_pointer(input, num_elements(in), fn, "input");
   check_pointer(output, num_elements(out), fn, "output");
   if (num_elements(out) == 0) return;
+  const IsaKernels& isa = isa_kernels(isa_id);
   const int channels = in.c;
   const auto lo = static_cast<int8_t>(p.act_min), hi = static_cast<int8_t>(p.act_max);
   for_rows(ctx, out, [&](int b, int oy, int /*thread*/) {
@@ -116,8 +117,23 @@ void max_pool2d_impl(KernelContext* ctx, const PoolParams& p, const Shape4& in, 
       const int64_t sx = int64_t{ox} * p.stride_w - p.padding.left;
       const int64_t x0 = std::max<int64_t>(sx, 0), x1 = std::min<int64_t>(sx + p.filter_w, in.w);
       int8_t* o = output + ((int64_t{b} * out.h + oy) * out.w + ox) * channels;
-      // Windows are never empty (check_pool2d): start from the first tap, max in place.
-      std::memcpy(o, image + (y0 * in.w + x0) * channels, static_cast<size_t>(channels));
+      // Windows are never empty (check_pool2d).
+      const int8_t* first = image + (y0 * in.w + x0) * channels;
+      const size_t row_stride = static_cast<size_t>(in.w) * channels;
+      if (isa.max_window != nullptr) {
+        MaxWindowArgs a{first,
+                        static_cast<int>(y1 - y0),
+                        static_cast<int>(x1 - x0),
+                        channels,
+                        row_stride,
+                        lo,
+                        hi,
+                        o};
+        isa.max_window(a);
+        continue;
+      }
+      // Start from the first tap and take the max in place.
+      std::memcpy(o, first, static_cast<size_t>(channels));
       for (int64_t y = y0; y < y1; ++y) {
         for (int64_t x = (y == y0 ? x0 + 1 : x0); x < x1; ++x) {
           const int8_t* s = image + (y * in.w + x) * channels;
@@ -171,30 +187,37 @@ void average_pool2d_impl(KernelContext* ctx, const PoolParams& p, const Shape4& 
   });
 }
 
-void quantize_impl(KernelContext* ctx, const QuantizeParams& p, size_t count, const float* input,
-                   int8_t* output) {
+void quantize_isa(Isa isa_id, KernelContext* ctx, const QuantizeParams& p, size_t count,
+                  const float* input, int8_t* output) {
   check_quantize_params(p, "quantize");
   const auto n = static_cast<int64_t>(count);
   check_pointer(input, n, "quantize", "input");
   check_pointer(output, n, "quantize", "output");
+  const IsaKernels& isa = isa_kernels(isa_id);
   const float scale = p.scale;
   const int32_t zp = p.zero_point;
   for_chunks(ctx, count, [&](size_t begin, size_t end) {
+    if (isa.quantize != nullptr) {
+      isa.quantize({input + begin, end - begin, scale, zp, output + begin});
+      return;
+    }
     for (size_t i = begin; i < end; ++i) {
-      // The reference, without branches or libm calls so that it vectorizes:
+      // The reference without branches or libm calls (random data would mispredict them):
       // one float32 division; NaN -> 0 (then + zp); clamp to +-1024 (beyond saturates anyway);
       // floor by truncation and a correction (|v| <= 1024: exact); then round half to even on
       // the exact fraction v - floor(v).
       float v = input[i] / scale;
-      const bool nan = v != v;
-      v = v < -1024.0f ? -1024.0f : (v > 1024.0f ? 1024.0f : v);
+      const int32_t nan = v != v;
+      v = v < -1024.0f ? -1024.0f : v;
+      v = v > 1024.0f ? 1024.0f : v;
       v = nan ? 0.0f : v;
-      int32_t t = static_cast<int32_t>(v);           // toward zero
-      t -= static_cast<float>(t) > v ? 1 : 0;        // floor
-      const float frac = v - static_cast<float>(t);  // exact, in [0, 1)
-      t += (frac > 0.5f || (frac == 0.5f && (t & 1) != 0)) ? 1 : 0;
-      int32_t q = t + zp;
-      q = q < kInt8Min ? kInt8Min : (q > kInt8Max ? kInt8Max : q);
+      int32_t t = static_cast<int32_t>(v);                   // toward zero
+      t -= static_cast<int32_t>(static_cast<float>(t) > v);  // floor
+      const float frac = v - static_cast<float>(t);          // exact, in [0, 1)
+      const int32_t up = static_cast<int32_t>(frac > 0.5f) |
+                         (static_cast<int32_t>(frac == 0.5f) & t);  // ties: up iff t is odd
+      int32_t q = t + (up & 1) + zp;
+      q = std::min(std::max(q, kInt8Min), kInt8Max);
       output[i] = static_cast<int8_t>(q);
     }
   });

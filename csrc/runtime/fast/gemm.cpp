@@ -35,14 +35,45 @@ constexpr size_t kABlockBytes = 96 * 1024;
 // The A row formats of isa.h.
 //   a_elem 1: u8 = q + 128 (q ^ 0x80); padding taps q = zp, i.e. zp + 128.
 //   a_elem 2: int16 q - zp; padding taps 0.
-inline void convert(const int8_t* src, int n, uint8_t* dst, int32_t /*zp*/) {
-  for (int i = 0; i < n; ++i) dst[i] = static_cast<uint8_t>(static_cast<uint8_t>(src[i]) ^ 0x80u);
+inline uint8_t convert1(int8_t q, uint8_t*, int32_t /*zp*/) {
+  return static_cast<uint8_t>(static_cast<uint8_t>(q) ^ 0x80u);
 }
-inline void convert(const int8_t* src, int n, int16_t* dst, int32_t zp) {
-  for (int i = 0; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] - zp);
-}
+inline int16_t convert1(int8_t q, int16_t*, int32_t zp) { return static_cast<int16_t>(q - zp); }
 inline uint8_t pad_value(uint8_t*, int32_t zp) { return static_cast<uint8_t>(zp + 128); }
 inline int16_t pad_value(int16_t*, int32_t /*zp*/) { return 0; }
+
+// 16 values at once (a fixed-size loop the compiler turns into one or two vector operations).
+template <class T>
+inline void convert16(const int8_t* src, T* dst, int32_t zp) {
+  T tmp[16];
+  for (int i = 0; i < 16; ++i) tmp[i] = convert1(src[i], dst, zp);
+  std::memcpy(dst, tmp, sizeof(tmp));
+}
+
+// dst[0, n) = the A format of src[0, n), in 16-value chunks. A short run (n < 16) is done as one
+// chunk when 16 bytes from src stay inside the input (src_end): it then writes up to 15 values
+// past n, which the callers allow (they write A rows front to back, pad each row's end
+// afterwards, and keep 64 bytes of slack after the block).
+template <class T>
+inline void convert(const int8_t* src, int n, T* dst, int32_t zp, const int8_t* src_end) {
+  if (n >= 16) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) convert16(src + i, dst + i, zp);
+    if (i < n) convert16(src + n - 16, dst + n - 16, zp);  // the last chunk overlaps
+    return;
+  }
+  if (src_end - src >= 16) {
+    convert16(src, dst, zp);
+    return;
+  }
+  for (int i = 0; i < n; ++i) dst[i] = convert1(src[i], dst, zp);
+}
+
+// Plain conversion of n values (no over-read, no over-write).
+template <class T>
+inline void convert(const int8_t* src, int n, T* dst, int32_t zp) {
+  for (int i = 0; i < n; ++i) dst[i] = convert1(src[i], dst, zp);
+}
 
 struct ConvJob {
   const ConvParams* p;
@@ -52,7 +83,8 @@ struct ConvJob {
   bool direct;  // 1x1, stride 1, no padding: the rows of A are the input pixels
 };
 
-// Packs rows [m0, m0 + rows) of group g's im2col matrix into dst (row stride depth_padded).
+// Packs rows [m0, m0 + rows) of group g's im2col matrix into dst (row stride depth_padded,
+// at least 64 bytes of slack after the block).
 template <class T>
 void pack_a(const ConvJob& j, int g, int64_t m0, int rows, T* dst) {
   const ConvParams& p = *j.p;
@@ -60,57 +92,68 @@ void pack_a(const ConvJob& j, int g, int64_t m0, int rows, T* dst) {
   const T pad = pad_value(dst, zp);
   const int cin_g = j.fs.c, kp = j.depth_padded;
   const int64_t channel0 = int64_t{g} * cin_g;
+  const int8_t* input_end = j.input + num_elements(j.in);
   if (j.direct) {
+    if (p.groups == 1 && kp == cin_g) {  // the block is one contiguous run of the input
+      convert(j.input + m0 * j.in.c, rows * cin_g, dst, zp, input_end);
+      return;
+    }
     for (int r = 0; r < rows; ++r) {
       T* row = dst + static_cast<size_t>(r) * kp;
-      convert(j.input + (m0 + r) * j.in.c + channel0, cin_g, row, zp);
+      convert(j.input + (m0 + r) * j.in.c + channel0, cin_g, row, zp, input_end);
       std::fill(row + cin_g, row + kp, T{0});
     }
     return;
   }
-  int64_t ox = m0 % j.out.w;
-  int64_t oy = (m0 / j.out.w) % j.out.h;
-  int64_t b = m0 / (int64_t{j.out.w} * j.out.h);
   const int kh = j.fs.h, kw = j.fs.w;
+  const int64_t line_stride = int64_t{j.in.w} * j.in.c;
   // A whole filter row of taps is one contiguous run of the input when the taps are adjacent
   // (dilation 1) and read every channel (one group).
   const bool contiguous_rows = p.dilation_w == 1 && p.groups == 1;
-  for (int r = 0; r < rows; ++r) {
-    T* d = dst + static_cast<size_t>(r) * kp;
+  constexpr int kMaxLines = 16;  // filter heights up to this keep their input lines in an array
+  const int8_t* lines[kMaxLines];
+  int64_t m = m0;
+  T* d = dst;
+  for (int left = rows; left > 0;) {
+    // A run of outputs along one output row: the input lines of the taps are the same.
+    const int64_t ox0 = m % j.out.w;
+    const int64_t oy = (m / j.out.w) % j.out.h;
+    const int64_t b = m / (int64_t{j.out.w} * j.out.h);
+    const int run = static_cast<int>(std::min<int64_t>(left, j.out.w - ox0));
+    const int8_t* image = j.input + b * j.in.h * line_stride + channel0;
     const int64_t y0 = oy * p.stride_h - p.padding.top;
-    const int64_t x0 = ox * p.stride_w - p.padding.left;
-    const int8_t* image = j.input + b * j.in.h * j.in.w * j.in.c + channel0;
-    for (int ky = 0; ky < kh; ++ky) {
+    auto line_of = [&](int ky) -> const int8_t* {  // null: a padding row of taps
       const int64_t iy = y0 + int64_t{ky} * p.dilation_h;
-      if (iy < 0 || iy >= j.in.h) {  // a padding row of taps: all zero point
-        std::fill(d, d + static_cast<size_t>(kw) * cin_g, pad);
-        d += static_cast<size_t>(kw) * cin_g;
-        continue;
-      }
-      const int8_t* line = image + iy * j.in.w * j.in.c;
-      if (contiguous_rows && x0 >= 0 && x0 + kw <= j.in.w) {
-        convert(line + x0 * j.in.c, kw * cin_g, d, zp);
-        d += static_cast<size_t>(kw) * cin_g;
-        continue;
-      }
-      for (int kx = 0; kx < kw; ++kx) {
-        const int64_t ix = x0 + int64_t{kx} * p.dilation_w;
-        if (ix < 0 || ix >= j.in.w) {
-          std::fill(d, d + cin_g, pad);
+      return iy < 0 || iy >= j.in.h ? nullptr : image + iy * line_stride;
+    };
+    for (int ky = 0; ky < kh && ky < kMaxLines; ++ky) lines[ky] = line_of(ky);
+    for (int i = 0; i < run; ++i, d += kp) {
+      T* t = d;
+      const int64_t x0 = (ox0 + i) * p.stride_w - p.padding.left;
+      const bool inside_x = contiguous_rows && x0 >= 0 && x0 + kw <= j.in.w;
+      for (int ky = 0; ky < kh; ++ky) {
+        const int8_t* line = ky < kMaxLines ? lines[ky] : line_of(ky);
+        if (line == nullptr) {  // all zero point
+          std::fill(t, t + static_cast<size_t>(kw) * cin_g, pad);
+          t += static_cast<size_t>(kw) * cin_g;
+        } else if (inside_x) {
+          convert(line + x0 * j.in.c, kw * cin_g, t, zp, input_end);
+          t += static_cast<size_t>(kw) * cin_g;
         } else {
-          convert(line + ix * j.in.c, cin_g, d, zp);
+          for (int kx = 0; kx < kw; ++kx, t += cin_g) {
+            const int64_t ix = x0 + int64_t{kx} * p.dilation_w;
+            if (ix < 0 || ix >= j.in.w) {
+              std::fill(t, t + cin_g, pad);
+            } else {
+              convert(line + ix * j.in.c, cin_g, t, zp, input_end);
+            }
+          }
         }
-        d += cin_g;
       }
+      std::fill(t, d + kp, T{0});  // depth padding
     }
-    std::fill(d, dst + static_cast<size_t>(r) * kp + kp, T{0});  // depth padding
-    if (++ox == j.out.w) {
-      ox = 0;
-      if (++oy == j.out.h) {
-        oy = 0;
-        ++b;
-      }
-    }
+    m += run;
+    left -= run;
   }
 }
 
@@ -127,6 +170,7 @@ void pack_gemm_weights(const IsaKernels& isa, const int8_t* w, int groups, int n
                        const PackedSizes& sizes, uint8_t* dst, int32_t* weight_sums) {
   const int kp = sizes.depth_padded, kg = isa.kgroup;
   const int np = round_up(n, isa.n_unit);
+  const int full = depth / kg, rest = depth % kg;  // whole depth groups, then a partial one
   for (int g = 0; g < groups; ++g) {
     uint8_t* gdst = dst + static_cast<size_t>(g) * sizes.group_stride;
     std::memset(gdst, 0, sizes.group_stride);
@@ -134,19 +178,28 @@ void pack_gemm_weights(const IsaKernels& isa, const int8_t* w, int groups, int n
       const int width = std::min(isa.panel, np - j0);
       for (int nn = 0; nn < width && j0 + nn < n; ++nn) {
         const int8_t* src = w + (static_cast<size_t>(g) * n + j0 + nn) * depth;
-        // At most 65536 * 128 in magnitude: fits in int32.
-        int32_t sum = 0;
-        for (int k = 0; k < depth; ++k) {
-          const size_t idx = static_cast<size_t>(j0) * kp +
-                             (static_cast<size_t>(k / kg) * width + nn) * kg + k % kg;
-          if (isa.a_elem == 1) {
-            gdst[idx] = static_cast<uint8_t>(src[k]);
-          } else {
-            reinterpret_cast<int16_t*>(gdst)[idx] = src[k];
-          }
-          sum += src[k];
+        if (weight_sums) {
+          // At most 65536 * 128 in magnitude: fits in int32.
+          int32_t sum = 0;
+          for (int k = 0; k < depth; ++k) sum += src[k];
+          weight_sums[static_cast<size_t>(g) * n + j0 + nn] = sum;
         }
-        if (weight_sums) weight_sums[static_cast<size_t>(g) * n + j0 + nn] = sum;
+        // Channel nn's depth group q goes to element (q * width + nn) * kg of the panel.
+        const size_t stride = static_cast<size_t>(width) * kg;
+        if (isa.a_elem == 1) {
+          uint8_t* d = gdst + static_cast<size_t>(j0) * kp + static_cast<size_t>(nn) * kg;
+          // (a_elem 1 is the VNNI layout: kg == 4.)
+          for (int q = 0; q < full; ++q) std::memcpy(d + q * stride, src + q * 4, 4);
+          for (int r = 0; r < rest; ++r)
+            d[full * stride + r] = static_cast<uint8_t>(src[full * kg + r]);
+        } else {
+          int16_t* d = reinterpret_cast<int16_t*>(gdst) + static_cast<size_t>(j0) * kp +
+                       static_cast<size_t>(nn) * kg;
+          for (int q = 0; q < full; ++q) {
+            for (int r = 0; r < kg; ++r) d[q * stride + r] = src[q * kg + r];
+          }
+          for (int r = 0; r < rest; ++r) d[full * stride + r] = src[full * kg + r];
+        }
       }
     }
   }
@@ -331,6 +384,57 @@ void conv2d_isa(Isa isa_id, KernelContext* ctx, const ConvParams& p,
   conv2d_gemm(&c, p, multipliers, in, input, fs, view, bias, out, output);
 }
 
+namespace {
+
+void fully_connected_gemv(const IsaKernels& isa, KernelContext& c, const FullyConnectedParams& p,
+                          const QuantizedMultiplier* multipliers, const FullyConnectedShape& s,
+                          const int8_t* input, const int8_t* filter, const int32_t* bias,
+                          int8_t* output) {
+  KernelResources& res = resources(c);
+  const int depth = s.in_features, n = s.out_features;
+  // A in the ISA's format, rows zero-padded to a multiple of 64 bytes (the kernels read whole
+  // vectors; the weights beyond depth are masked to zero).
+  const size_t lda = round_up<size_t>(static_cast<size_t>(depth) * isa.a_elem, 64);
+  uint8_t* a = res.shared(1, lda * static_cast<size_t>(s.batch));
+  std::memset(a, 0, lda * static_cast<size_t>(s.batch));
+  for (int r = 0; r < s.batch; ++r) {
+    const int8_t* x = input + static_cast<size_t>(r) * depth;
+    if (isa.a_elem == 1) {
+      convert(x, depth, a + r * lda, p.input_zero_point);
+    } else {
+      convert(x, depth, reinterpret_cast<int16_t*>(a + r * lda), p.input_zero_point);
+    }
+  }
+  // No offsets: the gemv kernel applies the u8 correction itself.
+  OutputStage stage =
+      make_output_stage(res.shared(0, output_stage_bytes(n)), n, multipliers, bias, nullptr,
+                        p.input_zero_point, p.output_zero_point, p.act_min, p.act_max, depth);
+  prepare_output_stage(
+      isa.prepare_stage,
+      res.shared(4, static_cast<size_t>(round_up(n, 64)) * kPreparedBytesPerChannel), 1, n, stage);
+  // Threads split the output channels in blocks of 64.
+  const int threads = thread_count(c);
+  const int tasks = threads > 1 ? ceil_div(n, 64) : 1;
+  const int per_task = threads > 1 ? 64 : round_up(n, 64);
+  parallel_for(c, tasks, [&](int task, int /*thread*/) {
+    GemvArgs g{};
+    g.a = a;
+    g.lda = lda;
+    g.m = s.batch;
+    g.w = filter;
+    g.depth = depth;
+    g.n_begin = task * per_task;
+    g.n_end = std::min(n, (task + 1) * per_task);
+    g.input_zero_point = p.input_zero_point;
+    g.c = output;
+    g.ldc = static_cast<size_t>(n);
+    g.stage = &stage;
+    isa.gemv(g);
+  });
+}
+
+}  // namespace
+
 void fully_connected_isa(Isa isa_id, KernelContext* ctx, const FullyConnectedParams& p,
                          const QuantizedMultiplier* multipliers, const FullyConnectedShape& s,
                          const int8_t* input, const int8_t* filter, const int32_t* bias,
@@ -347,6 +451,12 @@ void fully_connected_isa(Isa isa_id, KernelContext* ctx, const FullyConnectedPar
   KernelContext& c = ctx ? *ctx : local;
   KernelResources& res = resources(c);
   const IsaKernels& isa = isa_kernels(isa_id);
+  if (s.batch <= kGemvMaxRows) {
+    // A few rows: multiply straight from the unpacked weights (packing them would cost more
+    // than the product).
+    fully_connected_gemv(isa, c, p, multipliers, s, input, filter, bias, output);
+    return;
+  }
   const PackedSizes sizes = packed_sizes(isa, 1, s.out_features, s.in_features);
   uint8_t* packed = res.shared(1, sizes.bytes);
   auto* sums = reinterpret_cast<int32_t*>(res.shared(2, sizeof(int32_t) * s.out_features));

@@ -119,9 +119,53 @@ struct AddArgs {
   int32_t out_min, out_max, zero_point;  // clamp of the requantized sum, before adding zp
 };
 
+// A GEMM with few rows straight from unpacked weights (no packing: the table fully_connected
+// with a small batch): C[r][n] for r < m (<= kGemvMaxRows), n in [n_begin, n_end), n_begin a
+// multiple of 16, of sum_k A[r][k] * w[n][k] with w [N][depth] int8 (row-major, unpadded).
+// A: the ISA's A format (rows of lda bytes) with zeros from depth up to a multiple of 64 bytes.
+// For a_elem 1 the kernel itself subtracts (128 + input_zero_point) * sum_k w[n][k], so the
+// stage's offsets must be 0.
+inline constexpr int kGemvMaxRows = 4;
+struct GemvArgs {
+  const uint8_t* a;
+  size_t lda;
+  int m;
+  const int8_t* w;
+  int depth;
+  int n_begin, n_end;
+  int32_t input_zero_point;
+  int8_t* c;  // C row r, channel n at c[r * ldc + n]
+  size_t ldc;
+  const OutputStage* stage;
+};
+
+// Max pooling of one output pixel: out[c] = clamp(max over the window of the tap's byte c,
+// lo, hi) for c < channels, taps at first + y * row_stride + x * channels for y < rows,
+// x < cols (the window already clipped to the image, never empty).
+struct MaxWindowArgs {
+  const int8_t* first;
+  int rows, cols, channels;
+  size_t row_stride;
+  int8_t lo, hi;
+  int8_t* out;
+};
+
+// Quantize (the reference's float32 semantics): out[i] = clamp(round_half_to_even(
+// clamp(x[i] / scale, -1024, 1024)) + zero_point, -128, 127), NaN -> zero_point.
+struct QuantizeArgs {
+  const float* x;
+  size_t count;
+  float scale;
+  int32_t zero_point;
+  int8_t* out;
+};
+
 using GemmFn = void (*)(const GemmArgs&);
+using GemvFn = void (*)(const GemvArgs&);
 using DepthwiseRowFn = void (*)(const DepthwiseRowArgs&);
 using AddFn = void (*)(const AddArgs&);
+using MaxWindowFn = void (*)(const MaxWindowArgs&);
+using QuantizeFn = void (*)(const QuantizeArgs&);
 
 struct IsaKernels {
   Isa isa;
@@ -132,9 +176,12 @@ struct IsaKernels {
   int n_unit;  // panel width granularity
   int mr;      // GEMM rows per micro tile (a blocking hint)
   GemmFn gemm;
+  GemvFn gemv;
   int dw_layout;  // DepthwiseLayout
   DepthwiseRowFn depthwise_row;
   AddFn add;                               // null: the portable table-based loop
+  MaxWindowFn max_window;                  // null: plain loops
+  QuantizeFn quantize;                     // null: plain loops
   PrepareStageFn prepare_stage;            // null: kernels read OutputStage's arrays
   PrepareStageFn prepare_depthwise_stage;  // the depthwise kernel's (null: prepare_stage)
 };

@@ -323,10 +323,162 @@ void add(const AddArgs& a) {
   }
 }
 
+// Horizontal sum of 8 int32 lanes.
+int32_t reduce8(__m256i v) {
+  __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(x);
+}
+
+// gemv (isa.h) on int16 A (q - zp): 16 depth elements per step, weights widened to int16 and
+// multiplied pairwise with vpmaddwd (exact, see above); four output channels at a time.
+template <int M>
+void gemv_rows(const GemvArgs& g) {
+  const int steps = (g.depth + 15) / 16;
+  const int tail = g.depth - (steps - 1) * 16;  // depth elements in the last step (1..16)
+  const Clamp cl = make_clamp(*g.stage);
+  alignas(32) int32_t sums[M][8];
+  for (int n0 = g.n_begin; n0 < g.n_end; n0 += 8) {
+    const int nv = g.n_end - n0 < 8 ? g.n_end - n0 : 8;
+    for (int j = 0; j < nv; j += 4) {
+      const int nc = nv - j < 4 ? nv - j : 4;
+      const int8_t* w = g.w + static_cast<size_t>(n0 + j) * g.depth;
+      __m256i acc[M][4];
+#pragma GCC unroll 4
+      for (int r = 0; r < M; ++r)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) acc[r][c] = _mm256_setzero_si256();
+      for (int k = 0; k < steps; ++k) {
+        __m256i wv[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+          const int8_t* src = w + static_cast<size_t>(c) * g.depth + 16 * static_cast<size_t>(k);
+          __m128i w8 = _mm_setzero_si128();
+          if (c < nc) {
+            if (k < steps - 1 || tail == 16) {
+              w8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+            } else {  // the end of the row: do not read past it
+              alignas(16) int8_t tmp[16] = {};
+              for (int i = 0; i < tail; ++i) tmp[i] = src[i];
+              w8 = _mm_load_si128(reinterpret_cast<const __m128i*>(tmp));
+            }
+          }
+          wv[c] = _mm256_cvtepi8_epi16(w8);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < M; ++r) {
+          const __m256i av = _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(g.a + r * g.lda + 32 * static_cast<size_t>(k)));
+#pragma GCC unroll 4
+          for (int c = 0; c < 4; ++c) {
+            acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(av, wv[c]));
+          }
+        }
+      }
+      for (int c = 0; c < nc; ++c) {
+#pragma GCC unroll 4
+        for (int r = 0; r < M; ++r) sums[r][j + c] = reduce8(acc[r][c]);
+      }
+    }
+    const Stage8& st = stage_at(*g.stage, n0);
+#pragma GCC unroll 4
+    for (int r = 0; r < M; ++r) {
+      store8(g.c + r * g.ldc + n0,
+             requant(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r])), st, cl), nv);
+    }
+  }
+}
+
+void gemv(const GemvArgs& g) {
+  switch (g.m) {
+    case 4:
+      return gemv_rows<4>(g);
+    case 3:
+      return gemv_rows<3>(g);
+    case 2:
+      return gemv_rows<2>(g);
+    default:
+      return gemv_rows<1>(g);
+  }
+}
+
+void max_window(const MaxWindowArgs& a) {
+  const __m256i lo = _mm256_set1_epi8(a.lo), hi = _mm256_set1_epi8(a.hi);
+  int c0 = 0;
+  for (; c0 + 32 <= a.channels; c0 += 32) {
+    __m256i m = _mm256_set1_epi8(-128);
+    for (int y = 0; y < a.rows; ++y) {
+      const int8_t* row = a.first + y * a.row_stride + c0;
+      for (int x = 0; x < a.cols; ++x) {
+        m = _mm256_max_epi8(
+            m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + x * a.channels)));
+      }
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out + c0),
+                        _mm256_min_epi8(_mm256_max_epi8(m, lo), hi));
+  }
+  for (; c0 < a.channels; ++c0) {  // the last channels, one by one
+    int8_t m = -128;
+    for (int y = 0; y < a.rows; ++y) {
+      for (int x = 0; x < a.cols; ++x) {
+        const int8_t v = a.first[y * a.row_stride + static_cast<size_t>(x) * a.channels + c0];
+        m = v > m ? v : m;
+      }
+    }
+    m = m < a.lo ? a.lo : m;
+    a.out[c0] = m > a.hi ? a.hi : m;
+  }
+}
+
+void quantize(const QuantizeArgs& q) {
+  const __m256 scale = _mm256_set1_ps(q.scale);
+  const __m256 lo = _mm256_set1_ps(-1024.0f), hi = _mm256_set1_ps(1024.0f);
+  const __m256i zp = _mm256_set1_epi32(q.zero_point);
+  const __m256i qmin = _mm256_set1_epi32(-128), qmax = _mm256_set1_epi32(127);
+  for (size_t i = 0; i < q.count; i += 8) {
+    const size_t left = q.count - i;
+    __m256 x;
+    if (left >= 8) {
+      x = _mm256_loadu_ps(q.x + i);
+    } else {  // the last values: do not read past the input
+      alignas(32) float tmp[8] = {};
+      for (size_t k = 0; k < left; ++k) tmp[k] = q.x[i + k];
+      x = _mm256_load_ps(tmp);
+    }
+    __m256 v = _mm256_div_ps(x, scale);  // the same IEEE division as the scalar code
+    const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);  // half to even
+    __m256i t = _mm256_andnot_si256(_mm256_castps_si256(nan), _mm256_cvttps_epi32(v));
+    t = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(t, zp), qmin), qmax);
+    store8(q.out + i, t, left >= 8 ? 8 : static_cast<int>(left));
+  }
+}
+
+constexpr IsaKernels make_kernels() {
+  IsaKernels k{};
+  k.isa = Isa::kAvx2;
+  k.name = "avx2";
+  k.a_elem = 2;
+  k.kgroup = 2;
+  k.panel = kPanel;
+  k.n_unit = 8;
+  k.mr = 8;
+  k.gemm = &gemm;
+  k.gemv = &gemv;
+  k.dw_layout = kDepthwiseInt16;
+  k.depthwise_row = &depthwise_row;
+  k.add = &add;
+  k.max_window = &max_window;
+  k.quantize = &quantize;
+  k.prepare_stage = &prepare_stage;
+  k.prepare_depthwise_stage = &prepare_stage;
+  return k;
+}
+
 }  // namespace
 
-extern const IsaKernels kAvx2Kernels = {
-    Isa::kAvx2,     "avx2",        2, 2, kPanel, 8, 8, &gemm, kDepthwiseInt16, &depthwise_row, &add,
-    &prepare_stage, &prepare_stage};
+extern const IsaKernels kAvx2Kernels = make_kernels();
 
 }  // namespace edgeqat::runtime::fast::detail

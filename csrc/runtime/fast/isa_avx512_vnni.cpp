@@ -402,20 +402,138 @@ void add(const AddArgs& a) {
   }
 }
 
+// gemv (isa.h): rows of A against unpacked weight rows, 64 depth bytes per step; four output
+// channels at a time, each with one accumulator per row and one for sum_k w (vpdpbusd with
+// ones), reduced horizontally at the end; then the output stage over 16 channels.
+template <int M>
+void gemv_rows(const GemvArgs& g) {
+  const int steps = (g.depth + 63) / 64;
+  const __mmask64 tail = g.depth % 64 ? (__mmask64{1} << (g.depth % 64)) - 1 : ~__mmask64{0};
+  const __m512i ones = _mm512_set1_epi8(1);
+  const auto correction = static_cast<uint32_t>(128 + g.input_zero_point);
+  const Clamp cl = make_clamp(*g.stage);
+  alignas(64) int32_t sums[M][16];
+  for (int n0 = g.n_begin; n0 < g.n_end; n0 += 16) {
+    const int nv = g.n_end - n0 < 16 ? g.n_end - n0 : 16;
+    for (int j = 0; j < nv; j += 4) {
+      const int nc = nv - j < 4 ? nv - j : 4;
+      const int8_t* w = g.w + static_cast<size_t>(n0 + j) * g.depth;
+      __m512i acc[M][4], sw[4];
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {
+        sw[c] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int r = 0; r < M; ++r) acc[r][c] = _mm512_setzero_si512();
+      }
+      for (int k = 0; k < steps; ++k) {
+        const __mmask64 mk = k == steps - 1 ? tail : ~__mmask64{0};
+        __m512i wv[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+          // Rows past n_end are not read; their accumulators stay unused.
+          wv[c] = c < nc ? _mm512_maskz_loadu_epi8(mk, w + static_cast<size_t>(c) * g.depth +
+                                                           64 * static_cast<size_t>(k))
+                         : _mm512_setzero_si512();
+          sw[c] = _mm512_dpbusd_epi32(sw[c], ones, wv[c]);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < M; ++r) {
+          const __m512i av = _mm512_loadu_si512(g.a + r * g.lda + 64 * static_cast<size_t>(k));
+#pragma GCC unroll 4
+          for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], av, wv[c]);
+        }
+      }
+      for (int c = 0; c < nc; ++c) {
+        // sum (q + 128) w - (128 + zp) sum w, mod 2^32: exact (see the GEMM).
+        const auto wsum = static_cast<uint32_t>(_mm512_reduce_add_epi32(sw[c]));
+#pragma GCC unroll 4
+        for (int r = 0; r < M; ++r) {
+          const auto total = static_cast<uint32_t>(_mm512_reduce_add_epi32(acc[r][c]));
+          sums[r][j + c] = static_cast<int32_t>(total - correction * wsum);
+        }
+      }
+    }
+    const Stage16& st = stage_at(*g.stage, n0);
+#pragma GCC unroll 4
+    for (int r = 0; r < M; ++r) {
+      store16(g.c + r * g.ldc + n0, requant(_mm512_load_si512(sums[r]), st, cl), nv);
+    }
+  }
+}
+
+void gemv(const GemvArgs& g) {
+  switch (g.m) {
+    case 4:
+      return gemv_rows<4>(g);
+    case 3:
+      return gemv_rows<3>(g);
+    case 2:
+      return gemv_rows<2>(g);
+    default:
+      return gemv_rows<1>(g);
+  }
+}
+
+void max_window(const MaxWindowArgs& a) {
+  const __m512i lo = _mm512_set1_epi8(a.lo), hi = _mm512_set1_epi8(a.hi);
+  for (int c0 = 0; c0 < a.channels; c0 += 64) {
+    const int valid = a.channels - c0 < 64 ? a.channels - c0 : 64;
+    const __mmask64 mask = valid == 64 ? ~__mmask64{0} : (__mmask64{1} << valid) - 1;
+    __m512i m = _mm512_set1_epi8(-128);
+    for (int y = 0; y < a.rows; ++y) {
+      const int8_t* row = a.first + y * a.row_stride + c0;
+      for (int x = 0; x < a.cols; ++x) {
+        m = _mm512_max_epi8(m, _mm512_maskz_loadu_epi8(mask, row + x * a.channels));
+      }
+    }
+    _mm512_mask_storeu_epi8(a.out + c0, mask, _mm512_min_epi8(_mm512_max_epi8(m, lo), hi));
+  }
+}
+
+void quantize(const QuantizeArgs& q) {
+  const __m512 scale = _mm512_set1_ps(q.scale);
+  const __m512 lo = _mm512_set1_ps(-1024.0f), hi = _mm512_set1_ps(1024.0f);
+  const __m512i zp = _mm512_set1_epi32(q.zero_point);
+  const __m512i qmin = _mm512_set1_epi32(-128), qmax = _mm512_set1_epi32(127);
+  for (size_t i = 0; i < q.count; i += 16) {
+    const size_t left = q.count - i;
+    const __mmask16 mask =
+        left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+    // The same IEEE division as the scalar code; NaN lanes become 0 (real 0: q = zp).
+    __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(mask, q.x + i), scale);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    // Round half to even by the instruction's own rounding mode, not MXCSR's.
+    v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512i t = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~nan), _mm512_cvttps_epi32(v));
+    t = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(t, zp), qmin), qmax);
+    store16(q.out + i, t, left >= 16 ? 16 : static_cast<int>(left));
+  }
+}
+
+constexpr IsaKernels make_kernels() {
+  IsaKernels k{};
+  k.isa = Isa::kAvx512Vnni;
+  k.name = "avx512_vnni";
+  k.a_elem = 1;
+  k.kgroup = 4;
+  k.panel = kPanel;
+  k.n_unit = 16;
+  k.mr = 48;  // a multiple of every tile height (6, 8, 12, 16)
+  k.gemm = &gemm;
+  k.gemv = &gemv;
+  k.dw_layout = kDepthwiseVnni;
+  k.depthwise_row = &depthwise_row;
+  k.add = &add;
+  k.max_window = &max_window;
+  k.quantize = &quantize;
+  k.prepare_stage = &prepare_stage;
+  k.prepare_depthwise_stage = &prepare_depthwise_stage;
+  return k;
+}
+
 }  // namespace
 
-extern const IsaKernels kAvx512VnniKernels = {Isa::kAvx512Vnni,
-                                              "avx512_vnni",
-                                              1,
-                                              4,
-                                              kPanel,
-                                              16,
-                                              48,
-                                              &gemm,
-                                              kDepthwiseVnni,
-                                              &depthwise_row,
-                                              &add,
-                                              &prepare_stage,
-                                              &prepare_depthwise_stage};
+extern const IsaKernels kAvx512VnniKernels = make_kernels();
 
 }  // namespace edgeqat::runtime::fast::detail

@@ -109,10 +109,37 @@ void depthwise_row(const DepthwiseRowArgs& d) {
   }
 }
 
+// gemv (isa.h): int16 A (q - zp) against the unpacked int8 weight rows, exact int32 sums.
+void gemv(const GemvArgs& g) {
+  for (int r = 0; r < g.m; ++r) {
+    const auto* a = reinterpret_cast<const int16_t*>(g.a + r * g.lda);
+    for (int n = g.n_begin; n < g.n_end; ++n) {
+      const int8_t* w = g.w + static_cast<size_t>(n) * g.depth;
+      int32_t acc = 0;
+      for (int k = 0; k < g.depth; ++k) acc += a[k] * w[k];
+      g.c[r * g.ldc + n] = output_value(acc, *g.stage, n);
+    }
+  }
+}
+
+constexpr IsaKernels make_kernels() {
+  IsaKernels k{};
+  k.isa = Isa::kPortable;
+  k.name = "portable";
+  k.a_elem = 2;
+  k.kgroup = 2;
+  k.panel = kPanel;
+  k.n_unit = 8;
+  k.mr = kMr;
+  k.gemm = &gemm;
+  k.gemv = &gemv;
+  k.dw_layout = kDepthwiseInt16;
+  k.depthwise_row = &depthwise_row;
+  return k;  // add, prepare_stage: null (table-based add, stage arrays read directly)
+}
+
 }  // namespace
 
-extern const IsaKernels kPortableKernels = {
-    Isa::kPortable,  "portable",     2,       2,       kPanel, 8, kMr, &gemm,
-    kDepthwiseInt16, &depthwise_row, nullptr, nullptr, nullptr};
+extern const IsaKernels kPortableKernels = make_kernels();
 
 }  // namespace edgeqat::runtime::fast::detail

@@ -10,12 +10,12 @@
 namespace edgeqat::runtime::fast::detail {
 
 // elementwise.cpp (the same code for every ISA).
-void max_pool2d_impl(KernelContext* ctx, const PoolParams& p, const Shape4& in, const int8_t* input,
-                     const Shape4& out, int8_t* output);
+void max_pool2d_isa(Isa isa, KernelContext* ctx, const PoolParams& p, const Shape4& in,
+                    const int8_t* input, const Shape4& out, int8_t* output);
 void average_pool2d_impl(KernelContext* ctx, const PoolParams& p, const Shape4& in,
                          const int8_t* input, const Shape4& out, int8_t* output);
-void quantize_impl(KernelContext* ctx, const QuantizeParams& p, size_t count, const float* input,
-                   int8_t* output);
+void quantize_isa(Isa isa, KernelContext* ctx, const QuantizeParams& p, size_t count,
+                  const float* input, int8_t* output);
 void dequantize_impl(KernelContext* ctx, const QuantizeParams& p, size_t count, const int8_t* input,
                      float* output);
 
@@ -120,6 +120,17 @@ void add_t(KernelContext* ctx, const AddParams& params, size_t count, const int8
 }
 
 template <Isa I>
+void max_pool2d_t(KernelContext* ctx, const PoolParams& params, const Shape4& input_shape,
+                  const int8_t* input, const Shape4& output_shape, int8_t* output) {
+  max_pool2d_isa(I, ctx, params, input_shape, input, output_shape, output);
+}
+template <Isa I>
+void quantize_t(KernelContext* ctx, const QuantizeParams& params, size_t count, const float* input,
+                int8_t* output) {
+  quantize_isa(I, ctx, params, count, input, output);
+}
+
+template <Isa I>
 constexpr KernelTable make_table(const char* name) {
   return KernelTable{name,
                      &conv2d_t<I>,
@@ -127,8 +138,8 @@ constexpr KernelTable make_table(const char* name) {
                      &fully_connected_t<I>,
                      &add_t<I>,
                      &average_pool2d_impl,
-                     &max_pool2d_impl,
-                     &quantize_impl,
+                     &max_pool2d_t<I>,
+                     &quantize_t<I>,
                      &dequantize_impl};
 }
 
@@ -234,11 +245,11 @@ void average_pool2d(KernelContext* ctx, const PoolParams& params, const Shape4& 
 }
 void max_pool2d(KernelContext* ctx, const PoolParams& params, const Shape4& input_shape,
                 const int8_t* input, const Shape4& output_shape, int8_t* output) {
-  detail::max_pool2d_impl(ctx, params, input_shape, input, output_shape, output);
+  kernels().max_pool2d(ctx, params, input_shape, input, output_shape, output);
 }
 void quantize(KernelContext* ctx, const QuantizeParams& params, size_t count, const float* input,
               int8_t* output) {
-  detail::quantize_impl(ctx, params, count, input, output);
+  kernels().quantize(ctx, params, count, input, output);
 }
 void dequantize(KernelContext* ctx, const QuantizeParams& params, size_t count, const int8_t* input,
                 float* output) {

@@ -306,6 +306,16 @@ TEST_CASE("fast conv2d: shapes of real networks (1x1, 3x3, 7x7 stride 2, groups)
     for (int i = 0; i < k.cout; ++i) c.mult.push_back(rt_test::random_multiplier(rng));
     compare_conv(c);
   }
+  // A tall filter (more rows of taps than the im2col keeps in its line array), padded.
+  rt_test::ConvProblem c;
+  c.in = {2, 21, 6, 5};
+  c.filter = {7, 19, 2, 5};
+  c.p.padding = {2, 1, 3, 0};
+  c.p.input_zero_point = -7;
+  c.input = rt_test::random_int8(rng, static_cast<size_t>(rt::num_elements(c.in)));
+  c.weights = rt_test::random_int8(rng, static_cast<size_t>(rt::num_elements(c.filter)), -127);
+  for (int i = 0; i < 7; ++i) c.mult.push_back(rt_test::random_multiplier(rng));
+  compare_conv(c);
 }
 
 TEST_CASE("fast conv2d: every multiplier shift from -31 to 30, extreme zero points",
@@ -454,12 +464,12 @@ TEST_CASE("fast depthwise_conv2d: 200 random problems, multipliers 1 / 2 / 3",
   }
 }
 
-TEST_CASE("fast fully_connected: in 1 / 7 / 64 / 1000, out 1 / 10 / 1000, batch 0..3 and 32",
+TEST_CASE("fast fully_connected: in 1 / 7 / 64 / 1000, out 1 / 10 / 1000, batch 0..5 and 32",
           "[runtime][fast][fc]") {
   std::mt19937_64 rng(1000);
   for (const int in_features : {1, 7, 64, 1000}) {
     for (const int out_features : {1, 10, 1000}) {
-      for (const int batch : {0, 1, 2, 3, 32}) {
+      for (const int batch : {0, 1, 2, 3, 4, 5, 32}) {
         if (batch == 32 && in_features * out_features > 64000) continue;  // keep it quick
         rt::FullyConnectedParams p;
         p.input_zero_point = random_zero_point(rng);
