@@ -97,9 +97,17 @@ void depthwise_run(const IsaKernels& isa, KernelContext* ctx, const DepthwiseCon
   const int threads = thread_count(c);
   res.thread_scratch_reserve(threads, depthwise_scratch_bytes(taps, cp));
   const int64_t image = int64_t{in.h} * in.w * channels;
+  // Tasks: output rows, and with several threads and few rows also blocks of 64 channels, so
+  // that small late layers (7x7 outputs) still split evenly.
   const int rows = out.n * out.h;
-  parallel_for(c, rows, [&](int task, int thread) {
-    const int b = task / out.h, oy = task % out.h;
+  const int blocks = cp / 64;
+  int split = 1;
+  if (threads > 1 && rows < 8 * threads) split = std::min(blocks, (8 * threads + rows - 1) / rows);
+  const int per_split = (blocks + split - 1) / split;
+  split = (blocks + per_split - 1) / per_split;
+  parallel_for(c, rows * split, [&](int task, int thread) {
+    const int row = task / split, part = task % split;
+    const int b = row / out.h, oy = row % out.h;
     DepthwiseRowArgs a{};
     a.input = src + b * image;
     a.in_h = in.h;
@@ -119,6 +127,8 @@ void depthwise_run(const IsaKernels& isa, KernelContext* ctx, const DepthwiseCon
     a.pad_left = p.padding.left;
     a.input_zero_point = p.input_zero_point;
     a.output = output + (int64_t{b} * out.h + oy) * out.w * channels;
+    a.c_begin = part * per_split * 64;
+    a.c_end = std::min(channels, (part + 1) * per_split * 64);
     a.scratch = res.thread_scratch(thread);
     a.stage = &stage;
     isa.depthwise_row(a);

@@ -99,8 +99,9 @@ struct DepthwiseRowArgs {
   int oy, out_w;
   int stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
   int32_t input_zero_point;
-  int8_t* output;  // the output row: [out_w, channels]
-  void* scratch;   // per-thread scratch of depthwise_scratch_bytes(kh * kw, cp) bytes
+  int8_t* output;      // the output row: [out_w, channels]
+  int c_begin, c_end;  // the channels to compute: c_begin a multiple of 64, c_end <= channels
+  void* scratch;       // per-thread scratch of depthwise_scratch_bytes(kh * kw, cp) bytes
   const OutputStage* stage;
 };
 inline size_t depthwise_scratch_bytes(int taps, int cp) {

@@ -230,8 +230,8 @@ void depthwise_row(const DepthwiseRowArgs& d) {
     int kx0, kx1;
     tap_range(x0, d.kw, d.dilation_w, d.in_w, &kx0, &kx1);
     int8_t* out = d.output + static_cast<size_t>(ox) * channels;
-    for (int c0 = 0; c0 < channels; c0 += 16) {
-      const int valid = channels - c0 < 16 ? channels - c0 : 16;
+    for (int c0 = d.c_begin; c0 < d.c_end; c0 += 16) {
+      const int valid = d.c_end - c0 < 16 ? d.c_end - c0 : 16;
       __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
       for (int ky = ky0; ky < ky1; ++ky) {
         const int64_t iy = y0 + int64_t{ky} * d.dilation_h;

@@ -230,7 +230,7 @@ void gemm(const GemmArgs& g) {
 struct DepthwiseConsts {
   __m512i flip, pad;
   Clamp cl;
-  int channels, groups;
+  int channels, groups, c_begin, c_end;
   const uint8_t* weights;
   const Stage16* stage;
 };
@@ -239,8 +239,8 @@ struct DepthwiseConsts {
 // t >= taps); kTapsMayBeNull false: every tap t < taps is inside the image (interior pixels).
 template <bool kTapsMayBeNull, class Tap>
 EDGEQAT_INLINE void depthwise_pixel(const DepthwiseConsts& k, int taps, Tap tap, int8_t* out) {
-  for (int c0 = 0; c0 < k.channels; c0 += 64) {
-    const int valid = k.channels - c0 < 64 ? k.channels - c0 : 64;
+  for (int c0 = k.c_begin; c0 < k.c_end; c0 += 64) {
+    const int valid = k.c_end - c0 < 64 ? k.c_end - c0 : 64;
     const __mmask64 mask = valid == 64 ? ~__mmask64{0} : ((__mmask64{1} << valid) - 1);
     const uint8_t* wb = k.weights + static_cast<size_t>(c0 / 64) * k.groups * 256;
     __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
@@ -281,6 +281,8 @@ void depthwise_row(const DepthwiseRowArgs& d) {
   k.pad = _mm512_set1_epi8(static_cast<char>(static_cast<uint8_t>(d.input_zero_point + 128)));
   k.cl = make_clamp(*d.stage);
   k.channels = channels;
+  k.c_begin = d.c_begin;
+  k.c_end = d.c_end;
   k.groups = (taps + 3) / 4;
   k.weights = static_cast<const uint8_t*>(d.weights);
   k.stage = static_cast<const Stage16*>(d.stage->prepared);

@@ -1,5 +1,5 @@
 // Portable inner kernels (standard C++, the compiler's baseline flags): the int16 GEMM layout of
-// isa.h (a_elem 2, kgroup 2, panels of 16 channels) and the depthwise row, written as plain
+// isa.h (a_elem 2, kgroup 1, panels of 16 channels) and the depthwise row, written as plain
 // loops over fixed-size arrays that the compiler vectorizes.
 #include <cstdint>
 #include <cstring>
@@ -24,20 +24,21 @@ inline int8_t output_value(int32_t acc, const OutputStage& s, int n) {
                            s.out_max + s.zero_point);
 }
 
-// MR x W accumulators over the packed depth: acc[r][n] = sum_k A[r][k] * B[k][n].
-// |A| <= 255, |B| <= 128: every product and pair sum is exact in int32, and so is the total
-// (the depth limit of types.h). MR is a compile-time constant with the row loop unrolled, so
-// the compiler vectorizes over the W channels. (With a run-time row count GCC 12 -O3 vectorized
-// the row loop and read rows past the last one.)
+// MR x W accumulators over the packed depth: acc[r][n] = sum_k A[r][k] * B[k][n], B laid out
+// [kp][W] (kgroup 1) so that the inner loop is a contiguous int16 x int16 -> int32 multiply-add
+// over the W channels, which compilers vectorize on any SIMD ISA.
+// |A| <= 255, |B| <= 128: every product is exact in int32, and so is the total (the depth limit
+// of types.h). MR is a compile-time constant with the row loop unrolled. (With a run-time row
+// count GCC 12 -O3 vectorized the row loop and read rows past the last one.)
 template <int W, int MR>
 void tile(const int16_t* a, size_t lda, const int16_t* b, int kp, int32_t (*acc)[kPanel]) {
   int32_t sum[MR][W] = {};
-  for (int k = 0; k < kp; k += 2) {
-    const int16_t* bk = b + static_cast<size_t>(k) * W;  // [W][2] pairs of depth k, k + 1
+  for (int k = 0; k < kp; ++k) {
+    const int16_t* bk = b + static_cast<size_t>(k) * W;
 #pragma GCC unroll 4
     for (int r = 0; r < MR; ++r) {
-      const int32_t a0 = a[r * lda + k], a1 = a[r * lda + k + 1];
-      for (int n = 0; n < W; ++n) sum[r][n] += a0 * bk[2 * n] + a1 * bk[2 * n + 1];
+      const int32_t ak = a[r * lda + k];
+      for (int n = 0; n < W; ++n) sum[r][n] += ak * bk[n];
     }
   }
   for (int r = 0; r < MR; ++r)
@@ -90,7 +91,8 @@ void depthwise_row(const DepthwiseRowArgs& d) {
   const int64_t y0 = int64_t{d.oy} * d.stride_h - d.pad_top;
   for (int ox = 0; ox < d.out_w; ++ox) {
     const int64_t x0 = int64_t{ox} * d.stride_w - d.pad_left;
-    for (int c = 0; c < channels; ++c) acc[c] = 0;
+    const int c0 = d.c_begin, c1 = d.c_end;
+    for (int c = c0; c < c1; ++c) acc[c] = 0;
     for (int ky = 0; ky < d.kh; ++ky) {
       const int64_t iy = y0 + int64_t{ky} * d.dilation_h;
       if (iy < 0 || iy >= d.in_h) continue;  // padding: contributes nothing
@@ -101,11 +103,15 @@ void depthwise_row(const DepthwiseRowArgs& d) {
         const int16_t* w =
             static_cast<const int16_t*>(d.weights) + static_cast<size_t>(ky * d.kw + kx) * d.cp;
         const int32_t zp = d.input_zero_point;
-        for (int c = 0; c < channels; ++c) acc[c] += w[c] * (x[c] - zp);
+        // |w * (q - zp)| <= 128 * 255 = 32640: exact as an int16 product, which vectorizes
+        // as a 16-bit multiply on every SIMD ISA.
+        for (int c = c0; c < c1; ++c) {
+          acc[c] += static_cast<int16_t>(w[c] * static_cast<int16_t>(x[c] - zp));
+        }
       }
     }
     int8_t* out = d.output + static_cast<size_t>(ox) * channels;
-    for (int c = 0; c < channels; ++c) out[c] = output_value(acc[c], *d.stage, c);
+    for (int c = c0; c < c1; ++c) out[c] = output_value(acc[c], *d.stage, c);
   }
 }
 
@@ -127,7 +133,7 @@ constexpr IsaKernels make_kernels() {
   k.isa = Isa::kPortable;
   k.name = "portable";
   k.a_elem = 2;
-  k.kgroup = 2;
+  k.kgroup = 1;
   k.panel = kPanel;
   k.n_unit = 8;
   k.mr = kMr;
