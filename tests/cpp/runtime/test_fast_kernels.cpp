@@ -267,10 +267,10 @@ TEST_CASE("fast: ISAs, tables and EDGEQAT_RUNTIME_ISA", "[runtime][fast]") {
   if (old) ::setenv("EDGEQAT_RUNTIME_ISA", saved.c_str(), 1);
 }
 
-TEST_CASE("fast conv2d: 300 random problems, bit-exact on every ISA and thread count",
+TEST_CASE("fast conv2d: 600 random problems, bit-exact on every ISA and thread count",
           "[runtime][fast][conv]") {
   std::mt19937_64 rng(20240611);
-  for (int t = 0; t < 300; ++t) compare_conv(random_conv(rng));
+  for (int t = 0; t < 600; ++t) compare_conv(random_conv(rng));
 }
 
 TEST_CASE("fast conv2d: shapes of real networks (1x1, 3x3, 7x7 stride 2, groups)",
@@ -409,12 +409,12 @@ TEST_CASE(
       });
 }
 
-TEST_CASE("fast depthwise_conv2d: 200 random problems, multipliers 1 / 2 / 3",
+TEST_CASE("fast depthwise_conv2d: 400 random problems, multipliers 1 / 2 / 3",
           "[runtime][fast][depthwise]") {
   std::mt19937_64 rng(99);
   static const int kChannels[] = {1, 3, 5, 8, 16, 17, 31, 32, 33, 64, 67, 96};
   static const int kKernels[] = {1, 2, 3, 3, 3, 5, 7};
-  for (int t = 0; t < 200; ++t) {
+  for (int t = 0; t < 400; ++t) {
     rt::DepthwiseConvParams p;
     Shape4 in, fs;
     int oh = 0, ow = 0;
