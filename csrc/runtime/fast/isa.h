@@ -172,7 +172,7 @@ struct IsaKernels {
   Isa isa;
   const char* name;
   int a_elem;  // 1 or 2, see above
-  int kgroup;  // depth elements per group (4 for VNNI, 2 for int16 pairs)
+  int kgroup;  // depth elements per group (4: VNNI, 2: AVX2 vpmaddwd pairs, 1: portable)
   int panel;   // channels per B panel
   int n_unit;  // panel width granularity
   int mr;      // GEMM rows per micro tile (a blocking hint)

@@ -1,19 +1,28 @@
 // Fast int8 kernels: the same signatures and the same results, bit for bit, as the reference
 // kernels (reference.h), computed with an int8 GEMM, SIMD and threads.
 //
-//  - conv2d: im2col (none for 1x1 stride-1 unpadded convs, which are a GEMM over NHWC already)
-//    and an int8 GEMM with int32 accumulation, then the reference's requantization of each
-//    output; groups > 1 as one GEMM per group.
-//  - depthwise_conv2d: a direct kernel vectorized over the (contiguous NHWC) channels.
-//  - fully_connected: the conv's GEMM.
-//  - add, average / max pooling, quantize, dequantize: plain loops the compiler vectorizes.
+//  - conv2d: im2col (none for 1x1 stride-1 unpadded convs, which are a GEMM over NHWC already:
+//    the input rows are only converted to the GEMM's operand format) and an int8 GEMM with
+//    int32 accumulation, then the reference's requantization of each output; groups > 1 as one
+//    GEMM per group.
+//  - depthwise_conv2d: a direct kernel per output row, vectorized over the (contiguous NHWC)
+//    channels; a depth multiplier > 1 repeats the input channels first.
+//  - fully_connected: the conv's GEMM; through the table with a batch of at most 4, a GEMV
+//    straight from the unpacked weights (packing them would cost more than the product).
+//  - add, max pooling, quantize: vectorized per ISA; average pooling, dequantize: plain loops.
 // Every kernel validates its arguments with the functions of checks.h, in the reference's order,
 // so a bad argument throws the same std::invalid_argument with the same message.
+//
+// Why the results are exact: every product w * (q - zp) is at most 128 * 255 in magnitude and
+// kernels reject reductions deeper than kMaxAccumulationDepth (types.h), so any int32
+// accumulation order gives the reference's sum (the VNNI GEMM sums (q + 128) * w modulo 2^32
+// and subtracts (128 + zp) * sum(w), exact because the true sum fits in int32); the output
+// stage computes requantize_output (requantize.h) in 64-bit lanes.
 //
 // Instruction sets ("ISAs"), chosen at run time with __builtin_cpu_supports:
 //   "portable"     standard C++ (the compiler's baseline flags)
 //   "avx2"         AVX2: int16 GEMM with vpmaddwd (x86-64 only)
-//   "avx512_vnni"  AVX-512 F/BW/VL + VNNI: int8 GEMM with vpdpbusd (x86-64 only)
+//   "avx512_vnni"  AVX-512 F/BW/VL + VNNI: int8 GEMM and depthwise with vpdpbusd (x86-64 only)
 // kernels() uses the best one this CPU supports, capped by the environment variable
 // EDGEQAT_RUNTIME_ISA (one of the names above) when it is set. All ISAs compute the same bits.
 //
@@ -25,8 +34,8 @@
 //
 // Prepacked weights: an interpreter runs the same conv / fully connected node many times with
 // the same weights. pack_conv2d / pack_fully_connected / pack_depthwise_conv2d rearrange the
-// weights once (for the GEMM of one ISA, with per-channel weight sums); the *_packed functions
-// then skip that step. The table functions pack into scratch memory on every call.
+// weights once (for the kernels of one ISA, with per-channel weight sums); the *_packed
+// functions then skip that step. The table functions pack into scratch memory on every call.
 //
 //   auto packed = fast::pack_conv2d(conv.params, filter_shape, filter);   // load time
 //   fast::conv2d_packed(&ctx, conv.params, conv.multipliers.data(), packed, input_shape, x,
