@@ -47,10 +47,14 @@ void pack_weights(int layout, const int8_t* filter, int taps, int channels, uint
     }
     return;
   }
-  // kDepthwiseVnni: block b of 64 channels, tap group g, vector j, lane l, tap i.
+  // kDepthwiseVnni: block b of 64 channels, tap group g, vector j, lane l, tap i. With at most
+  // 32 channels, channels 32..63 of the block repeat channels 0..31 (two pixels per vector).
   const int groups = (taps + 3) / 4;
-  for (int c = 0; c < channels; ++c) {
-    const int b = c / 64, within = c % 64;
+  const int slots = channels <= 32 ? 64 : channels;
+  for (int slot = 0; slot < slots; ++slot) {
+    const int c = channels <= 32 ? slot % 32 : slot;
+    if (c >= channels) continue;
+    const int b = slot / 64, within = slot % 64;
     const int lane128 = within / 16, j = (within % 16) / 4, s = within % 4;
     const int l = lane128 * 4 + s;
     for (int t = 0; t < taps; ++t) {
@@ -73,6 +77,14 @@ void depthwise_run(const IsaKernels& isa, KernelContext* ctx, const DepthwiseCon
       make_output_stage(res.shared(0, output_stage_bytes(out.c)), out.c, multipliers, bias,
                         isa.dw_layout == kDepthwiseVnni ? weight_sums : nullptr, p.input_zero_point,
                         p.output_zero_point, p.act_min, p.act_max, taps);
+  if (isa.dw_layout == kDepthwiseVnni && out.c <= 32) {
+    // The kernel's two-pixel path reads channels 32..63 of the stage as a copy of 0..31 (the
+    // arrays live in this call's scratch).
+    for (const int32_t* array : {stage.offset, stage.bias, stage.multiplier, stage.right_shift}) {
+      auto* a = const_cast<int32_t*>(array);
+      std::memcpy(a + 32, a, sizeof(int32_t) * static_cast<size_t>(out.c));
+    }
+  }
   prepare_output_stage(
       isa.prepare_depthwise_stage,
       res.shared(4, static_cast<size_t>(padded_channels(out.c)) * kPreparedBytesPerChannel), 1,

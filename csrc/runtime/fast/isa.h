@@ -87,8 +87,11 @@ struct GemmArgs {
 //                    [ceil(taps / 4) tap groups][4 vectors j][16 lanes l][4 taps i] int8 with
 //                    lane l of vector j = channel 64 b + 16 (l / 4) + 4 j + l % 4 (the order
 //                    unpacklo / unpackhi produce) and tap 4 g + i; zero for missing taps and
-//                    channels. The kernel sums (q + 128) * w with padding taps fed q = zp, and
-//                    OutputStage::offset = -(128 + zp) * sum_t w as for the GEMM.
+//                    channels; with at most 32 channels, channels 32..63 of the block repeat
+//                    channels 0..31 (the kernel then computes two pixels per vector; the
+//                    driver repeats them in the stage too). The kernel sums (q + 128) * w with
+//                    padding taps fed q = zp, and OutputStage::offset = -(128 + zp) * sum_t w
+//                    as for the GEMM.
 enum DepthwiseLayout : int { kDepthwiseInt16 = 0, kDepthwiseVnni = 1 };
 
 struct DepthwiseRowArgs {
