@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import _table  # benchmarks/_table.py (the script's own folder is on sys.path)
 import torch
 from torch.utils import benchmark
 
@@ -407,29 +408,8 @@ RATIO_LEGEND = (
 
 
 def print_table(sections: list[Section], markdown: bool) -> None:
-    rows = [row for s in sections for row in table_rows(s)]
     right = [False, False, False, False, True, True, True, True, True, True]
-    if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("|" + "|".join("---:" if r else "---" for r in right) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return
-    widths = [max(len(c) for c in col) for col in zip(HEADER, *rows)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)
-        ).rstrip()
-
-    print(line(HEADER))
-    print(line(["-" * w for w in widths]))
-    previous = None
-    for section, row in ((s, row) for s in sections for row in table_rows(s)):
-        if previous is not None and section is not previous:
-            print()
-        previous = section
-        print(line(row))
+    _table.print_table(HEADER, right, [table_rows(s) for s in sections], markdown)
 
 
 def allocation_notes(sections: list[Section]) -> list[str]:

@@ -64,6 +64,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+import _table  # benchmarks/_table.py (the script's own folder is on sys.path)
 import numpy as np
 import torch
 from torch import nn
@@ -560,31 +561,12 @@ def table_rows(cell: Cell) -> list[list[str]]:
 
 
 def print_table(cells: list[Cell], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("|" + "|".join("---:" if r else "---" for r in RIGHT) + "|")
-        for cell in cells:
-            for row in table_rows(cell):
-                print("| " + " | ".join(row) + " |")
-        return
-    all_rows = [row for c in cells for row in table_rows(c)]
-    widths = [max(len(c) for c in col) for col in zip(HEADER, *all_rows)]
-
-    def line(cells_: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells_, widths, RIGHT)
-        ).rstrip()
-
-    print(line(HEADER))
-    print(line(["-" * w for w in widths]))
-    previous = None
+    # One group per model and input size.
+    groups: dict[tuple, list[list[str]]] = {}
     for cell in cells:
         key = (cell.built.model_name, cell.built.size)
-        if previous is not None and key != previous:
-            print()
-        previous = key
-        for row in table_rows(cell):
-            print(line(row))
+        groups.setdefault(key, []).extend(table_rows(cell))
+    _table.print_table(HEADER, RIGHT, list(groups.values()), markdown)
 
 
 def check_targets(cells: list[Cell]) -> list[tuple[bool, str]]:

@@ -50,6 +50,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
+import _table  # benchmarks/_table.py (the script's own folder is on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -421,28 +422,7 @@ def table_rows(config: Config) -> list[list[str]]:
 
 
 def print_table(configs: list[Config], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("|" + "|".join("---:" if r else "---" for r in RIGHT) + "|")
-        for config in configs:
-            for row in table_rows(config):
-                print("| " + " | ".join(row) + " |")
-        return
-    all_rows = [row for c in configs for row in table_rows(c)]
-    widths = [max(len(c) for c in col) for col in zip(HEADER, *all_rows)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, RIGHT)
-        ).rstrip()
-
-    print(line(HEADER))
-    print(line(["-" * w for w in widths]))
-    for i, config in enumerate(configs):
-        if i:
-            print()
-        for row in table_rows(config):
-            print(line(row))
+    _table.print_table(HEADER, RIGHT, [table_rows(c) for c in configs], markdown)
 
 
 def check_targets(configs: list[Config]) -> list[tuple[bool, str]]:
