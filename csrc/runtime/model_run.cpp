@@ -235,12 +235,15 @@ void run_impl(ModelImpl& m, const std::vector<const T*>& inputs, int64_t batch,
       if constexpr (kFloat) {
         const ValueInfo& vi = m.values[v];
         const size_t count = static_cast<size_t>(n * d.numel);
-        if (d.layout_trivial()) {
-          k.quantize(ctx, {vi.scale, vi.zero_point}, count, src, slot);
-        } else {  // quantize, then transpose the int8 values (a quarter of the bytes)
-          k.quantize(ctx, {vi.scale, vi.zero_point}, count, src, m.scratch.data());
-          nchw_to_nhwc(m.scratch.data(), n, d, slot);
+        int8_t* q = d.layout_trivial() ? slot : m.scratch.data();
+        k.quantize(ctx, {vi.scale, vi.zero_point}, count, src, q);
+        if (vi.qmin > kInt8Min || vi.qmax < kInt8Max) {
+          // A grid of fewer than 8 bits: clamp to it, as the input's fake quant does.
+          const int8_t lo = static_cast<int8_t>(vi.qmin), hi = static_cast<int8_t>(vi.qmax);
+          for (size_t j = 0; j < count; ++j) q[j] = std::min(hi, std::max(lo, q[j]));
         }
+        // Transposing after quantizing moves a quarter of the bytes.
+        if (!d.layout_trivial()) nchw_to_nhwc(q, n, d, slot);
         ptr[v] = slot;
       } else if (d.layout_trivial()) {
         ptr[v] = src;  // the kernels only read inputs: use the caller's memory

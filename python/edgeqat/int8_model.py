@@ -91,11 +91,13 @@ class Int8Model:
         return [torch.from_numpy(a) for a in self._native.run_int8(arrays, list(capture))]
 
     def quantize(self, x: torch.Tensor, index: int = 0) -> torch.Tensor:
-        """Float input -> int8 with input ``index``'s scale and zero point (round half to
-        even, as the runtime and ONNX QuantizeLinear)."""
+        """Float input -> int8 with input ``index``'s scale and zero point, exactly as
+        calling the model on float input does (the runtime's quantize kernel: round half to
+        even, as ONNX QuantizeLinear, then clamped to the input's grid)."""
         info = self.inputs[index]
-        q = torch.round(x.detach().to(torch.float32) / info["scale"]) + info["zero_point"]
-        return q.clamp(info["qmin"], info["qmax"]).to(torch.int8)
+        q = _runtime.quantize(_numpy(x, np.float32, index), scale=info["scale"],
+                              zero_point=info["zero_point"])  # fmt: skip
+        return torch.from_numpy(np.clip(q, info["qmin"], info["qmax"]))
 
     def dequantize(self, q: torch.Tensor, name: str) -> torch.Tensor:
         """int8 values of value ``name`` -> float: ``(q - zero_point) * scale``."""

@@ -98,9 +98,9 @@ class Net(nn.Module):
         return self.fc(torch.flatten(y, 1))
 
 
-def trained_model(seed: int = 0, steps: int = 6):
+def trained_model(seed: int = 0, steps: int = 6, config: edgeqat.QConfig | None = None):
     torch.manual_seed(seed)
-    qat = edgeqat.prepare_qat(Net(), example_inputs=torch.randn(2, 3, 10, 10))
+    qat = edgeqat.prepare_qat(Net(), config, example_inputs=torch.randn(2, 3, 10, 10))
     opt = torch.optim.SGD(qat.parameters(), lr=0.05, momentum=0.9)
     for step in range(steps):
         x = torch.randn(16, 3, 10, 10)
@@ -263,6 +263,20 @@ def test_int8_in_int8_out_and_batches(exported):
     assert torch.equal(ref(x), model(x))
     two = edgeqat.Int8Model.load(model.path, num_threads=2)
     assert torch.equal(two(x), model(x))
+
+
+def test_float_input_is_clamped_to_a_narrow_input_grid(tmp_path):
+    # 6-bit activations: the input grid is [-128, -65]; float input beyond the range must land
+    # on the grid's ends, as the input's fake quant clamps, in run_float as in quantize().
+    config = edgeqat.QConfig(activation=edgeqat.QConfig().activation.replace(num_bits=6))
+    qat = trained_model(steps=2, config=config)
+    model = edgeqat.export(qat, tmp_path / "six.eq8", example_inputs=torch.randn(1, 3, 10, 10))
+    assert (model.inputs[0]["qmin"], model.inputs[0]["qmax"]) == (-128, -65)
+    x = 50 * torch.randn(8, 3, 10, 10)
+    q = model.quantize(x)
+    assert int(q.min()) == -128 and int(q.max()) == -65
+    (out_q,) = model.run_int8(q)
+    assert torch.equal(model(x), model.dequantize(out_q, "fc"))
 
 
 def test_captures(exported):
