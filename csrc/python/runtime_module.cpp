@@ -734,45 +734,26 @@ PYBIND11_MODULE(_runtime, m) {
   const char* setup_doc =
       "{'input_zero_point', 'output_zero_point', 'act_min', 'act_max', 'multipliers'}: the "
       "keywords of the matching kernel call.";
-  m.def(
-      "make_conv_params",
-      [](double input_scale, int64_t input_zero_point, const std::vector<double>& weight_scales,
-         double output_scale, int64_t output_zero_point, int64_t act_min, int64_t act_max) {
-        const char* fn = "make_conv_params";
-        return setup_dict(rt::make_conv_params(
-            input_scale, to_int32(input_zero_point, fn, "input_zero_point"), weight_scales,
-            output_scale, to_int32(output_zero_point, fn, "output_zero_point"),
-            {to_int32(act_min, fn, "act_min"), to_int32(act_max, fn, "act_max")}));
-      },
-      py::arg("input_scale"), py::arg("input_zero_point"), py::arg("weight_scales"),
-      py::arg("output_scale"), py::arg("output_zero_point"), py::arg("act_min") = -128,
-      py::arg("act_max") = 127, setup_doc);
-  m.def(
-      "make_depthwise_conv_params",
-      [](double input_scale, int64_t input_zero_point, const std::vector<double>& weight_scales,
-         double output_scale, int64_t output_zero_point, int64_t act_min, int64_t act_max) {
-        const char* fn = "make_depthwise_conv_params";
-        return setup_dict(rt::make_depthwise_conv_params(
-            input_scale, to_int32(input_zero_point, fn, "input_zero_point"), weight_scales,
-            output_scale, to_int32(output_zero_point, fn, "output_zero_point"),
-            {to_int32(act_min, fn, "act_min"), to_int32(act_max, fn, "act_max")}));
-      },
-      py::arg("input_scale"), py::arg("input_zero_point"), py::arg("weight_scales"),
-      py::arg("output_scale"), py::arg("output_zero_point"), py::arg("act_min") = -128,
-      py::arg("act_max") = 127, setup_doc);
-  m.def(
-      "make_fully_connected_params",
-      [](double input_scale, int64_t input_zero_point, const std::vector<double>& weight_scales,
-         double output_scale, int64_t output_zero_point, int64_t act_min, int64_t act_max) {
-        const char* fn = "make_fully_connected_params";
-        return setup_dict(rt::make_fully_connected_params(
-            input_scale, to_int32(input_zero_point, fn, "input_zero_point"), weight_scales,
-            output_scale, to_int32(output_zero_point, fn, "output_zero_point"),
-            {to_int32(act_min, fn, "act_min"), to_int32(act_max, fn, "act_max")}));
-      },
-      py::arg("input_scale"), py::arg("input_zero_point"), py::arg("weight_scales"),
-      py::arg("output_scale"), py::arg("output_zero_point"), py::arg("act_min") = -128,
-      py::arg("act_max") = 127, setup_doc);
+  // The three weighted kernels' helpers share their arguments: one binding for each.
+  auto bind_setup = [&m, setup_doc](const char* fn, auto make) {
+    m.def(
+        fn,
+        [fn, make](double input_scale, int64_t input_zero_point,
+                   const std::vector<double>& weight_scales, double output_scale,
+                   int64_t output_zero_point, int64_t act_min, int64_t act_max) {
+          return setup_dict(make(input_scale, to_int32(input_zero_point, fn, "input_zero_point"),
+                                 weight_scales, output_scale,
+                                 to_int32(output_zero_point, fn, "output_zero_point"),
+                                 rt::ActivationRange{to_int32(act_min, fn, "act_min"),
+                                                     to_int32(act_max, fn, "act_max")}));
+        },
+        py::arg("input_scale"), py::arg("input_zero_point"), py::arg("weight_scales"),
+        py::arg("output_scale"), py::arg("output_zero_point"), py::arg("act_min") = -128,
+        py::arg("act_max") = 127, setup_doc);
+  };
+  bind_setup("make_conv_params", &rt::make_conv_params);
+  bind_setup("make_depthwise_conv_params", &rt::make_depthwise_conv_params);
+  bind_setup("make_fully_connected_params", &rt::make_fully_connected_params);
   m.def(
       "make_add_params",
       [](double input1_scale, int64_t input1_zero_point, double input2_scale,
