@@ -401,18 +401,14 @@ bool ActQuantImpl::can_fuse_activation() const {
 
 torch::Tensor ActQuantImpl::fused_activation_forward(const torch::Tensor& x) {
   // As Python's ActQuant._fused_activation_forward: the observer sees
-  // activation(x)'s batch range (x's, clamped to [0, inf) or [0, 6]); the
-  // asymmetric range made from it has lower end exactly 0 (and upper end <= 6
-  // for ReLU6), so fake-quantizing x clamps like the activation would.
-  const auto& spec = quantizer->spec();
-  if (quantizer->mode() == Mode::Observe && quantizer->is_training() && x.numel() > 0) {
-    auto [lo, hi] = torch::aminmax(x.detach());
-    auto batch = torch::stack({lo, hi});
-    batch = activation == Activation::ReLU6 ? batch.clamp(0.0, 6.0) : batch.clamp(0.0);
-    edgeqat::observe_min_max_(quantizer->observed_min, quantizer->observed_max, batch, std::nullopt,
-                              spec.averaging_constant(),
-                              spec.range_source() == RangeSource::Running);
+  // activation(x) (observe_fake_quant_'s clamp bounds: [0, inf) or [0, 6]);
+  // the asymmetric range made from it has lower end exactly 0 (and upper end
+  // <= 6 for ReLU6), so fake-quantizing x clamps like the activation would.
+  if (quantizer->mode() == Mode::Observe && quantizer->is_training()) {
+    return quantizer->observe_and_quantize(
+        x, 0.0, activation == Activation::ReLU6 ? std::optional<double>(6.0) : std::nullopt);
   }
+  const auto& spec = quantizer->spec();
   auto [lo, hi] = quantizer->observed_range();
   return edgeqat::fake_quant_with_min_max_vars(x, lo.to(x.device()), hi.to(x.device()),
                                                spec.num_bits(), spec.narrow_range());

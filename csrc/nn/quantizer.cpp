@@ -258,18 +258,22 @@ Range FakeQuantizerImpl::quant_range() const {
   return observed_range();
 }
 
+torch::Tensor FakeQuantizerImpl::observe_and_quantize(const torch::Tensor& x,
+                                                      std::optional<double> clamp_min,
+                                                      std::optional<double> clamp_max) {
+  // observe_min_max_, observed_range() and the fake quant in one op (bit for
+  // bit the three), as Python's FakeQuantizer._observe_and_quantize.
+  return edgeqat::observe_fake_quant_(
+      observed_min, observed_max, x,
+      spec_.per_channel() ? std::optional<int64_t>(spec_.axis()) : std::nullopt,
+      spec_.averaging_constant(), spec_.range_source() == RangeSource::Running, spec_.symmetric(),
+      spec_.num_bits(), spec_.narrow_range(), clamp_min, clamp_max);
+}
+
 torch::Tensor FakeQuantizerImpl::forward(const torch::Tensor& x) {
   const Mode mode = this->mode();
   if (mode == Mode::Off) return x;
-  if (mode == Mode::Observe && is_training()) {
-    // observe_min_max_, observed_range() and the fake quant in one op (bit for
-    // bit the three), as Python's FakeQuantizer.forward.
-    return edgeqat::observe_fake_quant_(
-        observed_min, observed_max, x,
-        spec_.per_channel() ? std::optional<int64_t>(spec_.axis()) : std::nullopt,
-        spec_.averaging_constant(), spec_.range_source() == RangeSource::Running, spec_.symmetric(),
-        spec_.num_bits(), spec_.narrow_range());
-  }
+  if (mode == Mode::Observe && is_training()) return observe_and_quantize(x);
   auto [lo, hi] = mode == Mode::Learn ? learned_range() : observed_range();
   lo = lo.to(x.device());
   hi = hi.to(x.device());

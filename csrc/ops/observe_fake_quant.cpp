@@ -2,23 +2,31 @@
 //
 //   observe_fake_quant_(Tensor(a!) observed_min, Tensor(b!) observed_max, Tensor x, int? axis,
 //                       float averaging_constant=1.0, bool accumulate=False,
-//                       bool symmetric=False, int num_bits=8, bool narrow_range=False) -> Tensor
+//                       bool symmetric=False, int num_bits=8, bool narrow_range=False,
+//                       float? clamp_min=None, float? clamp_max=None) -> Tensor
 //
 // One call does what FakeQuantizer's OBSERVE step in training does with three:
-//  1. observe_min_max_(observed_min, observed_max, x, axis, averaging_constant, accumulate):
-//     the state update, bit for bit (see observe.cpp);
+//  1. observe_min_max_(observed_min, observed_max, x', axis, averaging_constant, accumulate):
+//     the state update, bit for bit (see observe.cpp), where x' = clamp(x, clamp_min,
+//     clamp_max), or x itself when neither bound is given. x' is never materialised: its batch
+//     range is x's batch range clamped (min and max commute with clamping). This is how a
+//     ReLU / ReLU6 in front of the quantizer is fused into it: the observer sees the
+//     activation's output, and, once the range lies inside [clamp_min, clamp_max] (ActQuant
+//     checks it), fake-quantizing x itself clamps exactly as the activation would;
 //  2. the quantization range from the updated state: widened to contain 0,
 //     [-b, b] with b = max(|lo|, |hi|) when symmetric;
 //  3. fake_quant_with_min_max_vars[_per_channel](x, lo, hi, ...) with it, bit for bit.
 // Gradient: x gets the straight-through estimate (the incoming gradient where
 // x lies inside the nudged range); the observed state gets none, it is not a
-// parameter. The CPU kernel reads x once for the batch range and once more to
-// quantize; the composite kernel (other devices, Meta) runs the three steps.
+// parameter. Step 3 always quantizes x, not x'. The CPU kernel reads x once for the batch range and
+// once more to quantize; the composite kernel (other devices, Meta) runs the three steps.
 #include "observe_fake_quant.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include <cmath>
 
 #include "edgeqat/ops.h"
 
@@ -45,12 +53,18 @@ void check_state(const char* name, const at::Tensor& state, const at::Tensor& x,
 
 }  // namespace
 
-std::optional<int64_t> check_observe_fake_quant_args(const at::Tensor& observed_min,
-                                                     const at::Tensor& observed_max,
-                                                     const at::Tensor& x,
-                                                     std::optional<int64_t> axis_in,
-                                                     double averaging_constant, int64_t num_bits) {
+std::optional<int64_t> check_observe_fake_quant_args(
+    const at::Tensor& observed_min, const at::Tensor& observed_max, const at::Tensor& x,
+    std::optional<int64_t> axis_in, double averaging_constant, int64_t num_bits,
+    std::optional<double> clamp_min, std::optional<double> clamp_max) {
   const char* op = kObserveFakeQuantOp;
+  for (const auto& [name, bound] : {std::pair{"clamp_min", clamp_min}, {"clamp_max", clamp_max}}) {
+    TORCH_CHECK(!bound.has_value() || std::isfinite(*bound), op, ": ", name,
+                " must be finite or None, got ", *bound);
+  }
+  TORCH_CHECK(!(clamp_min.has_value() && clamp_max.has_value()) || *clamp_min <= *clamp_max, op,
+              ": clamp_min must not exceed clamp_max, got clamp_min=", *clamp_min,
+              " and clamp_max=", *clamp_max);
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), op,
               ": x must be a floating-point tensor, got dtype ", x.scalar_type());
   TORCH_CHECK(averaging_constant > 0.0 && averaging_constant <= 1.0, op,
@@ -106,12 +120,13 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_with_range(const at::Tensor& x, co
 at::Tensor observe_fake_quant_(at::Tensor& observed_min, at::Tensor& observed_max,
                                const at::Tensor& x, std::optional<int64_t> axis,
                                double averaging_constant, bool accumulate, bool symmetric,
-                               int64_t num_bits, bool narrow_range) {
+                               int64_t num_bits, bool narrow_range, std::optional<double> clamp_min,
+                               std::optional<double> clamp_max) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("edgeqat::observe_fake_quant_", "")
                              .typed<decltype(observe_fake_quant_)>();
   return op.call(observed_min, observed_max, x, axis, averaging_constant, accumulate, symmetric,
-                 num_bits, narrow_range);
+                 num_bits, narrow_range, clamp_min, clamp_max);
 }
 
 TORCH_LIBRARY_FRAGMENT(edgeqat, m) {
@@ -119,12 +134,14 @@ TORCH_LIBRARY_FRAGMENT(edgeqat, m) {
   m.def(
       "observe_fake_quant_(Tensor(a!) observed_min, Tensor(b!) observed_max, Tensor x, "
       "int? axis, float averaging_constant=1.0, bool accumulate=False, bool symmetric=False, "
-      "int num_bits=8, bool narrow_range=False) -> Tensor",
+      "int num_bits=8, bool narrow_range=False, float? clamp_min=None, float? clamp_max=None) "
+      "-> Tensor",
       tags);
   m.def(
       "_observe_fake_quant_cachemask_(Tensor(a!) observed_min, Tensor(b!) observed_max, "
       "Tensor x, int? axis, float averaging_constant, bool accumulate, bool symmetric, "
-      "int num_bits, bool narrow_range) -> (Tensor output, Tensor mask)",
+      "int num_bits, bool narrow_range, float? clamp_min=None, float? clamp_max=None) "
+      "-> (Tensor output, Tensor mask)",
       tags);
 }
 

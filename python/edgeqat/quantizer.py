@@ -272,22 +272,7 @@ class FakeQuantizer(nn.Module):
                 self._histogram_pending = True
             return x  # calibration runs in float
         if mode is Mode.OBSERVE and self.training:
-            # A non-empty batch fills every entry (each channel slice is
-            # non-empty too); numel is static to torch.compile.
-            if not self._range_known and x.numel() > 0:
-                self._range_known = True
-            # observe_min_max_, observed_range() and the fake quant in one op.
-            return torch.ops.edgeqat.observe_fake_quant_(
-                self.observed_min,
-                self.observed_max,
-                x,
-                self.spec.axis if self.spec.per_channel else None,
-                self.spec.averaging_constant,
-                self.spec.range_source == "running",
-                self.spec.symmetric,
-                self.spec.num_bits,
-                self.spec.narrow_range,
-            )
+            return self._observe_and_quantize(x)
         if mode is Mode.LEARN:
             lo, hi = self.learned_range()
         else:
@@ -301,6 +286,32 @@ class FakeQuantizer(nn.Module):
             )
         return torch.ops.edgeqat.fake_quant_with_min_max_vars(
             x, lo, hi, self.spec.num_bits, self.spec.narrow_range
+        )
+
+    def _observe_and_quantize(
+        self, x: torch.Tensor, clamp_min: float | None = None, clamp_max: float | None = None
+    ) -> torch.Tensor:
+        """forward's OBSERVE step in training: observe_min_max_, observed_range() and the
+        fake quant in one op. With ``clamp_min`` / ``clamp_max`` the state observes
+        ``clamp(x, clamp_min, clamp_max)`` (an activation fused in front, see ActQuant) and
+        ``x`` itself is fake-quantized."""
+        # A non-empty batch fills every entry (each channel slice is non-empty too); numel
+        # is static to torch.compile.
+        if not self._range_known and x.numel() > 0:
+            self._range_known = True
+        spec = self.spec
+        return torch.ops.edgeqat.observe_fake_quant_(
+            self.observed_min,
+            self.observed_max,
+            x,
+            spec.axis if spec.per_channel else None,
+            spec.averaging_constant,
+            spec.range_source == "running",
+            spec.symmetric,
+            spec.num_bits,
+            spec.narrow_range,
+            clamp_min,
+            clamp_max,
         )
 
     # -- state_dict -------------------------------------------------------------

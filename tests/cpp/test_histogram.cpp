@@ -181,8 +181,8 @@ double brute_force_error(const std::vector<int64_t>& counts, const hist::Range& 
   for (int64_t i = 0; i < bins; ++i) {
     if (counts[i] == 0) continue;
     const Tensor x = (r.lo + i * w + k * w).to(torch::kFloat);
-    const Tensor y = edgeqat::fake_quant_with_min_max_vars(
-        x, torch::tensor(qlo), torch::tensor(qhi), num_bits, narrow);
+    const Tensor y = edgeqat::fake_quant_with_min_max_vars(x, torch::tensor(qlo),
+                                                           torch::tensor(qhi), num_bits, narrow);
     total += counts[i] * (x.to(torch::kDouble) - y.to(torch::kDouble)).pow(2).mean().item<double>();
     n += counts[i];
   }
@@ -197,9 +197,9 @@ TEST_CASE("histogram math: expected_squared_error is the integral of the fake-qu
     int64_t bits;
     bool narrow;
   };
-  for (const Case c : {Case{-2.3f, 4.1f, 8, false}, Case{-1.0f, 1.5f, 4, false},
-                       Case{-0.5f, 3.0f, 3, true}, Case{0.0f, 2.0f, 2, false},
-                       Case{-1.7f, 1.7f, 8, true}, Case{0.0f, 0.0f, 8, false}}) {
+  for (const Case c :
+       {Case{-2.3f, 4.1f, 8, false}, Case{-1.0f, 1.5f, 4, false}, Case{-0.5f, 3.0f, 3, true},
+        Case{0.0f, 2.0f, 2, false}, Case{-1.7f, 1.7f, 8, true}, Case{0.0f, 0.0f, 8, false}}) {
     const double exact = hist::expected_squared_error(counts, r, c.lo, c.hi, c.bits, c.narrow);
     const double brute = brute_force_error(counts, r, c.lo, c.hi, c.bits, c.narrow, 20000);
     INFO("range [" << c.lo << ", " << c.hi << "], " << c.bits << " bits");
@@ -237,8 +237,8 @@ TEST_CASE("histogram_range: MSE is never worse than min / max and clips Laplace 
   const hist::Range r{s.lo.item<double>(), s.hi.item<double>()};
   const auto counts = to_vector(s.counts);
   for (const bool symmetric : {false, true}) {
-    auto [lo, hi] = edgeqat::histogram_range(s.counts, s.lo, s.hi, "mse", 99.99, 4, false,
-                                             symmetric);
+    auto [lo, hi] =
+        edgeqat::histogram_range(s.counts, s.lo, s.hi, "mse", 99.99, 4, false, symmetric);
     const float l = lo.item<float>(), h = hi.item<float>();
     float mn = static_cast<float>(std::min(r.lo, 0.0)), mx = static_cast<float>(r.hi);
     if (symmetric) {
@@ -300,13 +300,33 @@ TEST_CASE("observe_fake_quant_: the unfused ops, bit for bit, through the C++ AP
   const Tensor y = edgeqat::observe_fake_quant_(lo, hi, x, 0, 1.0, false, true, 8, true);
   y.sum().backward();
   const Tensor b = torch::maximum(-lo.clamp_max(0.0), hi.clamp_min(0.0));
-  CHECK(torch::equal(y, edgeqat::fake_quant_with_min_max_vars_per_channel(x.detach(), -b, b, 0,
-                                                                          8, true)));
+  CHECK(torch::equal(
+      y, edgeqat::fake_quant_with_min_max_vars_per_channel(x.detach(), -b, b, 0, 8, true)));
   const Tensor x2 = x.detach().clone().requires_grad_();
   edgeqat::fake_quant_with_min_max_vars_per_channel(x2, -b, b, 0, 8, true).sum().backward();
   CHECK(torch::equal(x.grad(), x2.grad()));
   CHECK(x.grad().sum().item<float>() > 0.0f);
   CHECK_FALSE(lo.requires_grad());
+}
+
+TEST_CASE("observe_fake_quant_: clamp bounds observe clamp(x), through the C++ API") {
+  torch::manual_seed(5);
+  Tensor lo_a = torch::full({}, kInf), hi_a = torch::full({}, -kInf);
+  Tensor lo_b = lo_a.clone(), hi_b = hi_a.clone();
+  for (int i = 0; i < 3; ++i) {
+    const Tensor x = torch::randn({4, 8, 3, 3}) * (4 + i);
+    const Tensor y = edgeqat::observe_fake_quant_(lo_a, hi_a, x, std::nullopt, 0.01, false, false,
+                                                  8, false, 0.0, 6.0);
+    edgeqat::observe_min_max_(lo_b, hi_b, x.clamp(0.0, 6.0), std::nullopt, 0.01, false);
+    CHECK(torch::equal(lo_a, lo_b));
+    CHECK(torch::equal(hi_a, hi_b));
+    // The range lies inside [0, 6], so the fake quant of x is the fake quant of relu6(x).
+    CHECK(torch::equal(y, edgeqat::fake_quant_with_min_max_vars(
+                              x.clamp(0.0, 6.0), lo_b.clamp_max(0.0), hi_b, 8, false)));
+  }
+  CHECK_THROWS_WITH(edgeqat::observe_fake_quant_(lo_a, hi_a, torch::randn({3}), std::nullopt, 1.0,
+                                                 false, false, 8, false, 2.0, 1.0),
+                    Catch::Contains("clamp_min must not exceed clamp_max, got clamp_min=2"));
 }
 
 }  // namespace

@@ -7,6 +7,9 @@ against its own NumPy reference in test_observe.py / test_fake_quant.py):
     lo, hi = min(observed_min, 0), max(observed_max, 0)      # [-b, b] when symmetric
     fake_quant_with_min_max_vars[_per_channel](x, lo, hi, ...)
 
+With clamp_min / clamp_max (a fused ReLU / ReLU6), the first line observes
+``x.clamp(clamp_min, clamp_max)`` instead and x itself is still fake-quantized.
+
 Every comparison is bit for bit: the state, the output (and its strides), x's gradient. Also:
 the composite (ATen-op) kernel that other devices run, against the fused CPU kernel; errors;
 autograd (no gradient to the state, double backward); opcheck; torch.compile.
@@ -29,9 +32,24 @@ op = ops.observe_fake_quant_
 INF = float("inf")
 
 
-def unfused(lo, hi, x, axis, c=1.0, accumulate=False, symmetric=False, num_bits=8, narrow=False):
+def unfused(
+    lo,
+    hi,
+    x,
+    axis,
+    c=1.0,
+    accumulate=False,
+    symmetric=False,
+    num_bits=8,
+    narrow=False,
+    clamp_min=None,
+    clamp_max=None,
+):
     """The three ops observe_fake_quant_ fuses, as FakeQuantizer ran them before."""
-    ops.observe_min_max_(lo, hi, x.detach(), axis, c, accumulate)
+    observed = x.detach()
+    if clamp_min is not None or clamp_max is not None:
+        observed = observed.clamp(clamp_min, clamp_max)
+    ops.observe_min_max_(lo, hi, observed, axis, c, accumulate)
     qlo, qhi = lo.clamp(max=0.0), hi.clamp(min=0.0)
     if symmetric:
         bound = torch.maximum(-qlo, qhi)
@@ -345,6 +363,30 @@ def _fails_untouched(lo, hi, x, args, message):
             (None,),
             "the batch range [1e+39, 1e+39] overflows the state dtype Float",
         ),
+        (
+            (),
+            torch.randn(3),
+            (None, 1.0, False, False, 8, False, 1.0, 0.5),
+            "clamp_min must not exceed clamp_max, got clamp_min=1 and clamp_max=0.5",
+        ),
+        (
+            (),
+            torch.randn(3),
+            (None, 1.0, False, False, 8, False, float("nan")),
+            "clamp_min must be finite or None, got nan",
+        ),
+        (
+            (),
+            torch.randn(3),
+            (None, 1.0, False, False, 8, False, None, INF),
+            "clamp_max must be finite or None, got inf",
+        ),
+        (
+            (),
+            torch.tensor([-INF, 1.0, INF]),
+            (None, 1.0, False, False, 8, False, 0.0),
+            "x contains 0 NaN and 1 infinite value(s)",  # counted in clamp(x): -inf -> 0
+        ),
     ],
 )
 def test_errors(state_shape, x, args, message):
@@ -358,6 +400,80 @@ def test_errors(state_shape, x, args, message):
 def test_integer_state_is_an_error():
     with pytest.raises(RuntimeError, match="observed_max must be a floating-point tensor"):
         op(torch.tensor(0.0), torch.tensor(1), torch.randn(3), None)
+
+
+# --------------------------------------------------------------------------------------------
+# Clamp bounds: the observer sees clamp(x, clamp_min, clamp_max), x is fake-quantized
+
+CLAMPS = [(0.0, None), (0.0, 6.0), (None, 0.75), (-0.5, 0.5), (1.0, 1.0)]
+
+
+@pytest.mark.parametrize(("shape", "axis"), SHAPE_AXES, ids=str)
+@pytest.mark.parametrize(("c", "accumulate"), UPDATES, ids=str)
+@pytest.mark.parametrize(("clamp_min", "clamp_max"), CLAMPS, ids=str)
+def test_clamp_bounds_match_unfused(shape, axis, c, accumulate, clamp_min, clamp_max):
+    gen = torch.Generator().manual_seed(5)
+    state_shape = () if axis is None else (shape[axis],)
+    ref, got = list(unobserved(state_shape)), list(unobserved(state_shape))
+    for i in range(4):
+        x = layouts(data(gen, shape, i) * 4)["transposed" if len(shape) > 1 else "contiguous"]
+        xr, xg = x.clone().requires_grad_(), x.clone().requires_grad_()
+        args = (axis, c, accumulate, False, 8, False)
+        want = unfused(*ref, xr, *args, clamp_min, clamp_max)
+        y = op(*got, xg, *args, clamp_min, clamp_max)
+        assert_bitwise_equal(got[0], ref[0])
+        assert_bitwise_equal(got[1], ref[1])
+        assert_bitwise_equal(y, want)
+        g = torch.randn(shape, generator=gen)
+        (want * g).sum().backward()
+        (y * g).sum().backward()
+        assert_bitwise_equal(xg.grad, xr.grad)
+    if clamp_min is not None:
+        assert (got[0] >= clamp_min).all()
+    if clamp_max is not None:
+        assert (got[1] <= clamp_max).all()
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((2, 3, 4, 5), None), ((2, 3, 4, 5), 1)], ids=str)
+@pytest.mark.parametrize(("clamp_min", "clamp_max"), CLAMPS, ids=str)
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_clamp_bounds_composite_kernel_matches_fused(shape, axis, clamp_min, clamp_max, with_mask):
+    target = ops._observe_fake_quant_cachemask_ if with_mask else op
+    composite = torch._C.DispatchKey.CompositeExplicitAutograd
+    gen = torch.Generator().manual_seed(6)
+    state_shape = () if axis is None else (shape[axis],)
+    fused, comp = list(unobserved(state_shape)), list(unobserved(state_shape))
+    for i in range(3):
+        x = data(gen, shape, i) * 3
+        args = (x, axis, 0.25, False, False, 8, False, clamp_min, clamp_max)
+        want = target.default._op_dk(composite, *comp, *args)
+        got = target(*fused, *args)
+        for g, w in zip(got if with_mask else [got], want if with_mask else [want]):
+            assert_bitwise_equal(g, w)
+        assert_bitwise_equal(fused[0], comp[0])
+        assert_bitwise_equal(fused[1], comp[1])
+
+
+def test_clamp_bounds_relu6_is_fq_of_relu6():
+    """What ActQuant relies on: with the range observed on relu6(x) (asymmetric), the fake
+    quant of x equals the fake quant of relu6(x)."""
+    gen = torch.Generator().manual_seed(7)
+    lo, hi = unobserved()
+    for i in range(5):
+        x = data(gen, (4, 8, 5, 5), i) * 5
+        y = op(lo, hi, x, None, 0.01, False, False, 8, False, 0.0, 6.0)
+        assert lo.item() >= 0.0 and hi.item() <= 6.0
+        want = ops.fake_quant_with_min_max_vars(x.clamp(0, 6), lo.clamp(max=0), hi, 8, False)
+        assert_bitwise_equal(y, want)
+
+
+def test_clamp_bounds_keep_infinities_the_clamp_removes():
+    """x's infinities clamped away are not an error (the observer sees clamp(x)); the state is
+    the clamped range."""
+    lo, hi = unobserved()
+    x = torch.tensor([-INF, -1.0, 2.0, 7.0, INF])
+    op(lo, hi, x, None, 1.0, False, False, 8, False, 0.0, 6.0)
+    assert (lo.item(), hi.item()) == (0.0, 6.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,7 +518,8 @@ def test_cpp_api_is_registered():
     assert schema == (
         "edgeqat::observe_fake_quant_(Tensor(a!) observed_min, Tensor(b!) observed_max, "
         "Tensor x, int? axis, float averaging_constant=1., bool accumulate=False, "
-        "bool symmetric=False, int num_bits=8, bool narrow_range=False) -> Tensor"
+        "bool symmetric=False, int num_bits=8, bool narrow_range=False, "
+        "float? clamp_min=None, float? clamp_max=None) -> Tensor"
     )
     assert edgeqat  # the package registered it
 
@@ -467,6 +584,30 @@ def _opcheck_cases():
             False,
         ),
         "empty": (*unobserved((3,)), torch.empty(0, 3), 1, 0.5, False, False, 8, False),
+        "relu6_clamp": (
+            *unobserved(),
+            torch.randn(2, 3, 4, generator=gen) * 8,
+            None,
+            0.5,
+            False,
+            False,
+            8,
+            False,
+            0.0,
+            6.0,
+        ),
+        "per_channel_relu_clamp": (
+            *unobserved((3,)),
+            x4,
+            1,
+            1.0,
+            True,
+            False,
+            8,
+            False,
+            0.0,
+            None,
+        ),
     }
 
 
@@ -492,16 +633,22 @@ def fresh_compile_cache(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize(
-    ("shape", "axis", "c", "accumulate", "symmetric"),
+    ("shape", "axis", "c", "accumulate", "symmetric", "clamp_min", "clamp_max"),
     [
-        ((8, 6), None, 0.001, False, False),
-        ((2, 3, 4, 5), 1, 1.0, False, True),
-        ((4, 6), -1, 1.0, True, False),
+        ((8, 6), None, 0.001, False, False, None, None),
+        ((2, 3, 4, 5), 1, 1.0, False, True, None, None),
+        ((4, 6), -1, 1.0, True, False, None, None),
+        ((2, 3, 4, 5), None, 0.01, False, False, 0.0, 6.0),
+        ((8, 6), None, 1.0, False, False, 0.0, None),
     ],
 )
-def test_compile_matches_eager(fresh_compile_cache, shape, axis, c, accumulate, symmetric):
+def test_compile_matches_eager(
+    fresh_compile_cache, shape, axis, c, accumulate, symmetric, clamp_min, clamp_max
+):
     def step(lo, hi, x):
-        y = op(lo, hi, x * 2 + 1, axis, c, accumulate, symmetric, 8, symmetric)
+        y = op(
+            lo, hi, x * 2 + 1, axis, c, accumulate, symmetric, 8, symmetric, clamp_min, clamp_max
+        )
         return y * 0.5, hi * 0.5
 
     compiled = torch.compile(step, fullgraph=True, dynamic=False)

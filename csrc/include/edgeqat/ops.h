@@ -39,8 +39,8 @@ at::Tensor fake_quant_with_min_max_vars_per_channel(const at::Tensor& x, const a
 // exponential moving average new = old + averaging_constant * (batch - old)
 // (1.0: last batch only). Empty x: no change. NaN/inf in x: error.
 void observe_min_max_(at::Tensor& running_min, at::Tensor& running_max, const at::Tensor& x,
-                      std::optional<int64_t> axis = std::nullopt,
-                      double averaging_constant = 1.0, bool accumulate = false);
+                      std::optional<int64_t> axis = std::nullopt, double averaging_constant = 1.0,
+                      bool accumulate = false);
 
 // One observer step of a fake quantizer, fused: observe_min_max_ on
 // [observed_min, observed_max] (same arguments, same state, bit for bit),
@@ -49,11 +49,16 @@ void observe_min_max_(at::Tensor& running_min, at::Tensor& running_max, const at
 // [-b, b] with b the larger magnitude when `symmetric`. Returns the
 // fake-quantized x (x's shape, dtype and layout). Gradient: to x only,
 // straight through inside the nudged range; the state must not require grad.
+// With clamp_min / clamp_max the observer sees clamp(x, clamp_min, clamp_max)
+// instead (a ReLU / ReLU6 fused in front of the quantizer; never
+// materialised); x itself is still what is fake-quantized.
 at::Tensor observe_fake_quant_(at::Tensor& observed_min, at::Tensor& observed_max,
                                const at::Tensor& x, std::optional<int64_t> axis = std::nullopt,
                                double averaging_constant = 1.0, bool accumulate = false,
                                bool symmetric = false, int64_t num_bits = 8,
-                               bool narrow_range = false);
+                               bool narrow_range = false,
+                               std::optional<double> clamp_min = std::nullopt,
+                               std::optional<double> clamp_max = std::nullopt);
 
 // ConvBn2d's weight path in one op: Wf = weight * factor (factor [C], one BN fold factor
 // f = gamma / sqrt(running_var + eps) per output channel, weight [C, ...], same dtype); if
@@ -65,11 +70,10 @@ at::Tensor observe_fake_quant_(at::Tensor& observed_min, at::Tensor& observed_ma
 // weight; the factor's per-channel sums within float rounding); the state gets none and must
 // not require grad. No double backward.
 at::Tensor fold_weight_fake_quant_(at::Tensor& observed_min, at::Tensor& observed_max,
-                                   const at::Tensor& weight, const at::Tensor& factor,
-                                   bool observe, double averaging_constant = 1.0,
-                                   bool accumulate = false, bool symmetric = false,
-                                   int64_t num_bits = 8, bool narrow_range = false,
-                                   bool unfold = false);
+                                   const at::Tensor& weight, const at::Tensor& factor, bool observe,
+                                   double averaging_constant = 1.0, bool accumulate = false,
+                                   bool symmetric = false, int64_t num_bits = 8,
+                                   bool narrow_range = false, bool unfold = false);
 
 // Histogram observer, in place: adds the values of x to `histogram` (1-D
 // int64 counts, bins of equal width over [hist_min, hist_max], 0-dim float32
@@ -86,13 +90,9 @@ void observe_histogram_(at::Tensor& histogram, at::Tensor& hist_min, at::Tensor&
 // (clipping and rounding, the range nudged as the op nudges it). Returns
 // (min, max) as float32 0-dim tensors on the histogram's device; the range
 // contains 0 and is [-b, b] when symmetric.
-std::tuple<at::Tensor, at::Tensor> histogram_range(const at::Tensor& histogram,
-                                                   const at::Tensor& hist_min,
-                                                   const at::Tensor& hist_max,
-                                                   c10::string_view method = "mse",
-                                                   double percentile = 99.99,
-                                                   int64_t num_bits = 8,
-                                                   bool narrow_range = false,
-                                                   bool symmetric = false);
+std::tuple<at::Tensor, at::Tensor> histogram_range(
+    const at::Tensor& histogram, const at::Tensor& hist_min, const at::Tensor& hist_max,
+    c10::string_view method = "mse", double percentile = 99.99, int64_t num_bits = 8,
+    bool narrow_range = false, bool symmetric = false);
 
 }  // namespace edgeqat

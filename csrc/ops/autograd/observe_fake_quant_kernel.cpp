@@ -18,11 +18,17 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using Signature = at::Tensor(at::Tensor&, at::Tensor&, const at::Tensor&, std::optional<int64_t>,
-                             double, bool, bool, int64_t, bool);
-using CachemaskSignature = std::tuple<at::Tensor, at::Tensor>(at::Tensor&, at::Tensor&,
-                                                              const at::Tensor&,
-                                                              std::optional<int64_t>, double,
-                                                              bool, bool, int64_t, bool);
+                             double, bool, bool, int64_t, bool, std::optional<double>,
+                             std::optional<double>);
+using CachemaskSignature = std::tuple<at::Tensor, at::Tensor>(
+    at::Tensor&, at::Tensor&, const at::Tensor&, std::optional<int64_t>, double, bool, bool,
+    int64_t, bool, std::optional<double>, std::optional<double>);
+
+// The observer's clamp bounds (see ../observe_fake_quant.cpp).
+struct Clamp {
+  std::optional<double> min;
+  std::optional<double> max;
+};
 
 const c10::TypedOperatorHandle<CachemaskSignature>& cachemask_op() {
   static const auto op = c10::Dispatcher::singleton()
@@ -42,23 +48,23 @@ class ObserveFakeQuantFunction : public torch::autograd::Function<ObserveFakeQua
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, State state,
                                std::optional<int64_t> axis, double averaging_constant,
-                               bool accumulate, bool symmetric, int64_t num_bits,
-                               bool narrow_range) {
+                               bool accumulate, bool symmetric, int64_t num_bits, bool narrow_range,
+                               Clamp clamp) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [output, mask] =
-        cachemask_op().call(*state.observed_min, *state.observed_max, x, axis,
-                            averaging_constant, accumulate, symmetric, num_bits, narrow_range);
+        cachemask_op().call(*state.observed_min, *state.observed_max, x, axis, averaging_constant,
+                            accumulate, symmetric, num_bits, narrow_range, clamp.min, clamp.max);
     ctx->save_for_backward({mask});
     ctx->mark_non_differentiable({mask});
     ctx->set_materialize_grads(false);
-    ctx->saved_data["axis"] =
-        axis.has_value() ? std::optional<int64_t>(c10::maybe_wrap_dim(*axis, x.dim()))
-                         : std::nullopt;
+    ctx->saved_data["axis"] = axis.has_value()
+                                  ? std::optional<int64_t>(c10::maybe_wrap_dim(*axis, x.dim()))
+                                  : std::nullopt;
     return {output, mask};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    variable_list grads(8);
+    variable_list grads(9);
     if (!grad_outputs[0].defined()) {
       return grads;
     }
@@ -93,27 +99,28 @@ void bump_versions(at::Tensor& observed_min, at::Tensor& observed_max) {
 
 std::tuple<at::Tensor, at::Tensor> run(at::Tensor& observed_min, at::Tensor& observed_max,
                                        const at::Tensor& x, std::optional<int64_t> axis,
-                                       double averaging_constant, bool accumulate,
-                                       bool symmetric, int64_t num_bits, bool narrow_range,
+                                       double averaging_constant, bool accumulate, bool symmetric,
+                                       int64_t num_bits, bool narrow_range, Clamp clamp,
                                        bool with_mask) {
   check_state_grad(observed_min, observed_max);
   std::tuple<at::Tensor, at::Tensor> result;
   if (at::GradMode::is_enabled() && x.requires_grad()) {
     auto r = ObserveFakeQuantFunction::apply(x, State{&observed_min, &observed_max}, axis,
                                              averaging_constant, accumulate, symmetric, num_bits,
-                                             narrow_range);
+                                             narrow_range, clamp);
     result = {r[0], r[1]};
   } else {
     at::AutoDispatchBelowADInplaceOrView guard;
     if (with_mask) {
-      result = cachemask_op().call(observed_min, observed_max, x, axis, averaging_constant,
-                                   accumulate, symmetric, num_bits, narrow_range);
+      result =
+          cachemask_op().call(observed_min, observed_max, x, axis, averaging_constant, accumulate,
+                              symmetric, num_bits, narrow_range, clamp.min, clamp.max);
     } else {
       static const auto op = c10::Dispatcher::singleton()
                                  .findSchemaOrThrow("edgeqat::observe_fake_quant_", "")
                                  .typed<Signature>();
       result = {op.call(observed_min, observed_max, x, axis, averaging_constant, accumulate,
-                        symmetric, num_bits, narrow_range),
+                        symmetric, num_bits, narrow_range, clamp.min, clamp.max),
                 at::Tensor()};
     }
   }
@@ -123,18 +130,22 @@ std::tuple<at::Tensor, at::Tensor> run(at::Tensor& observed_min, at::Tensor& obs
 
 at::Tensor observe_fake_quant_autograd(at::Tensor& observed_min, at::Tensor& observed_max,
                                        const at::Tensor& x, std::optional<int64_t> axis,
-                                       double averaging_constant, bool accumulate,
-                                       bool symmetric, int64_t num_bits, bool narrow_range) {
+                                       double averaging_constant, bool accumulate, bool symmetric,
+                                       int64_t num_bits, bool narrow_range,
+                                       std::optional<double> clamp_min,
+                                       std::optional<double> clamp_max) {
   return std::get<0>(run(observed_min, observed_max, x, axis, averaging_constant, accumulate,
-                         symmetric, num_bits, narrow_range, /*with_mask=*/false));
+                         symmetric, num_bits, narrow_range, Clamp{clamp_min, clamp_max},
+                         /*with_mask=*/false));
 }
 
 std::tuple<at::Tensor, at::Tensor> observe_fake_quant_cachemask_autograd(
     at::Tensor& observed_min, at::Tensor& observed_max, const at::Tensor& x,
     std::optional<int64_t> axis, double averaging_constant, bool accumulate, bool symmetric,
-    int64_t num_bits, bool narrow_range) {
+    int64_t num_bits, bool narrow_range, std::optional<double> clamp_min,
+    std::optional<double> clamp_max) {
   return run(observed_min, observed_max, x, axis, averaging_constant, accumulate, symmetric,
-             num_bits, narrow_range, /*with_mask=*/true);
+             num_bits, narrow_range, Clamp{clamp_min, clamp_max}, /*with_mask=*/true);
 }
 
 }  // namespace

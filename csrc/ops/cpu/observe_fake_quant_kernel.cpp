@@ -1,7 +1,10 @@
 // Fused CPU kernel of observe_fake_quant_ (see ../observe_fake_quant.cpp):
 // one parallel read pass over x for the batch min / max (minmax_reduce.h),
 // the state update in plain C++ on the host, then the fused fake-quant
-// kernel. Against observe_min_max_ followed by the fake-quant op this saves
+// kernel. With clamp bounds (a fused ReLU / ReLU6) the batch range is clamped
+// on the host: min and max commute with clamping, so this is the range of
+// clamp(x) without materialising it. Against observe_min_max_ followed by
+// the fake-quant op this saves
 // the dozen small tensor ops of the state update and of the range
 // derivation (and, from Python, the interpreter between them); x is still
 // read twice, since the range must be known before the first element can be
@@ -13,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <type_traits>
 #include <vector>
 
@@ -82,15 +86,30 @@ bool rounds_finite(const std::vector<double>& values, at::ScalarType dtype) {
   return finite;
 }
 
-// observe_min_max_'s update of the state from the batch range, with its
-// checks and messages. Nothing is written before every check has passed.
-void update_observed_state(at::Tensor& observed_min, at::Tensor& observed_max, const at::Tensor& x,
-                           const cpu::MinMax& batch, double c, bool accumulate) {
+// The batch range of clamp(x, clamp_min, clamp_max) from x's (NaN stays
+// NaN, as at::clamp keeps it).
+void clamp_batch_range(cpu::MinMax& batch, std::optional<double> clamp_min,
+                       std::optional<double> clamp_max) {
+  for (auto* side : {&batch.lo, &batch.hi}) {
+    for (double& v : *side) {
+      if (clamp_min.has_value() && v < *clamp_min) v = *clamp_min;
+      if (clamp_max.has_value() && v > *clamp_max) v = *clamp_max;
+    }
+  }
+}
+
+// observe_min_max_'s update of the state from the batch range (of `observed`,
+// x or clamp(x)), with its checks and messages. Nothing is written before
+// every check has passed.
+void update_observed_state(at::Tensor& observed_min, at::Tensor& observed_max,
+                           const std::function<at::Tensor()>& observed, const cpu::MinMax& batch,
+                           double c, bool accumulate) {
   const char* op = kObserveFakeQuantOp;
   const auto finite = [](const std::vector<double>& v) {
     return std::all_of(v.begin(), v.end(), [](double e) { return std::isfinite(e); });
   };
   if (batch.has_nan || !finite(batch.lo) || !finite(batch.hi)) {
+    const at::Tensor x = observed();  // only to count the bad values for the message
     TORCH_CHECK(false, op, ": x contains ", at::isnan(x).sum().item<int64_t>(), " NaN and ",
                 at::isinf(x).sum().item<int64_t>(),
                 " infinite value(s); the observed range would be lost");
@@ -159,13 +178,25 @@ std::pair<at::Tensor, at::Tensor> host_quant_range(const at::Tensor& observed_mi
 std::tuple<at::Tensor, at::Tensor> observe_fake_quant_cpu_impl(
     at::Tensor& observed_min, at::Tensor& observed_max, const at::Tensor& x_in,
     std::optional<int64_t> axis_in, double averaging_constant, bool accumulate, bool symmetric,
-    int64_t num_bits, bool narrow_range, bool with_mask) {
-  const auto axis = check_observe_fake_quant_args(observed_min, observed_max, x_in, axis_in,
-                                                  averaging_constant, num_bits);
+    int64_t num_bits, bool narrow_range, std::optional<double> clamp_min,
+    std::optional<double> clamp_max, bool with_mask) {
+  const auto axis =
+      check_observe_fake_quant_args(observed_min, observed_max, x_in, axis_in, averaging_constant,
+                                    num_bits, clamp_min, clamp_max);
   const at::Tensor x = dense(x_in);
   if (x.numel() > 0) {
-    const cpu::MinMax batch = cpu::min_max(x, axis);
-    update_observed_state(observed_min, observed_max, x, batch, averaging_constant, accumulate);
+    cpu::MinMax batch = cpu::min_max(x, axis);
+    clamp_batch_range(batch, clamp_min, clamp_max);
+    const auto observed = [&] {
+      return clamp_min.has_value() || clamp_max.has_value()
+                 ? at::clamp(
+                       x,
+                       clamp_min.has_value() ? std::optional<at::Scalar>(*clamp_min) : std::nullopt,
+                       clamp_max.has_value() ? std::optional<at::Scalar>(*clamp_max) : std::nullopt)
+                 : x;
+    };
+    update_observed_state(observed_min, observed_max, observed, batch, averaging_constant,
+                          accumulate);
   }
   const auto [lo, hi] = host_quant_range(observed_min, observed_max, symmetric);
   // The fused fake-quant kernel itself (this kernel runs below autograd).
@@ -176,18 +207,22 @@ std::tuple<at::Tensor, at::Tensor> observe_fake_quant_cpu_impl(
 at::Tensor observe_fake_quant_cpu(at::Tensor& observed_min, at::Tensor& observed_max,
                                   const at::Tensor& x, std::optional<int64_t> axis,
                                   double averaging_constant, bool accumulate, bool symmetric,
-                                  int64_t num_bits, bool narrow_range) {
-  return std::get<0>(observe_fake_quant_cpu_impl(observed_min, observed_max, x, axis,
-                                                 averaging_constant, accumulate, symmetric,
-                                                 num_bits, narrow_range, false));
+                                  int64_t num_bits, bool narrow_range,
+                                  std::optional<double> clamp_min,
+                                  std::optional<double> clamp_max) {
+  return std::get<0>(observe_fake_quant_cpu_impl(
+      observed_min, observed_max, x, axis, averaging_constant, accumulate, symmetric, num_bits,
+      narrow_range, clamp_min, clamp_max, false));
 }
 
 std::tuple<at::Tensor, at::Tensor> observe_fake_quant_cachemask_cpu(
     at::Tensor& observed_min, at::Tensor& observed_max, const at::Tensor& x,
     std::optional<int64_t> axis, double averaging_constant, bool accumulate, bool symmetric,
-    int64_t num_bits, bool narrow_range) {
+    int64_t num_bits, bool narrow_range, std::optional<double> clamp_min,
+    std::optional<double> clamp_max) {
   return observe_fake_quant_cpu_impl(observed_min, observed_max, x, axis, averaging_constant,
-                                     accumulate, symmetric, num_bits, narrow_range, true);
+                                     accumulate, symmetric, num_bits, narrow_range, clamp_min,
+                                     clamp_max, true);
 }
 
 }  // namespace

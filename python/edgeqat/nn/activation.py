@@ -79,33 +79,24 @@ class ActQuant(nn.Module):
         )
 
     def _fused_activation_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The observer sees act(x): its batch range is the batch range of x clamped to the
-        # activation's output range (ReLU: [0, inf), ReLU6: [0, 6]), computed without
-        # materialising act(x). The asymmetric range made from it then has lower end exactly
-        # 0 (the observed minimum is >= 0 and the range is widened to contain 0) and upper end
-        # at most 6 for ReLU6, so fake-quantizing x itself clamps the negative values to 0 and
-        # (ReLU6) values above 6 to a grid point at or below the one 6 rounds to: the output
-        # equals fq(act(x)) bit for bit, one elementwise pass and one saved tensor fewer.
-        # The gradient is the fake quant's straight-through mask on x, so it differs from
+        # The observer sees act(x): observe_fake_quant_'s clamp bounds ([0, inf) for ReLU,
+        # [0, 6] for ReLU6) clamp x's batch range without materialising act(x). The
+        # asymmetric range made from it then has lower end exactly 0 (the observed minimum is
+        # >= 0 and the range is widened to contain 0) and upper end at most 6 for ReLU6, so
+        # fake-quantizing x itself clamps the negative values to 0 and (ReLU6) values above 6
+        # to a grid point at or below the one 6 rounds to: the output equals fq(act(x)) bit
+        # for bit, in one op, with one elementwise pass and one saved tensor fewer. The
+        # gradient is the fake quant's straight-through mask on x, so it differs from
         # act'(x) * mask(act(x)) only at x == 0 exactly (and x == 6 for ReLU6).
         quantizer = self.quantizer
-        spec = quantizer.spec
         if quantizer.mode is Mode.OBSERVE and quantizer.training:
-            if x.numel() > 0:
-                batch = torch.stack(torch.aminmax(x.detach()))
-                batch = batch.clamp(0.0, 6.0) if self.activation == "relu6" else batch.clamp(0.0)
-                torch.ops.edgeqat.observe_min_max_(
-                    quantizer.observed_min,
-                    quantizer.observed_max,
-                    batch,
-                    None,
-                    spec.averaging_constant,
-                    spec.range_source == "running",
-                )
-                quantizer._range_known = True
-        elif not quantizer._range_known:
+            return quantizer._observe_and_quantize(
+                x, 0.0, 6.0 if self.activation == "relu6" else None
+            )
+        if not quantizer._range_known:
             quantizer._require_range()  # FakeQuantizer's check and message
         lo, hi = quantizer._derived_range()
+        spec = quantizer.spec
         return torch.ops.edgeqat.fake_quant_with_min_max_vars(
             x, lo.to(x.device), hi.to(x.device), spec.num_bits, spec.narrow_range
         )

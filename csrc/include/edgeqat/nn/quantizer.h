@@ -64,6 +64,13 @@ class FakeQuantizerImpl : public torch::nn::Cloneable<FakeQuantizerImpl> {
   // Input of any shape (per channel: spec.axis() must have `channels`
   // entries); the output has the input's shape and dtype.
   torch::Tensor forward(const torch::Tensor& x);
+  // forward's step in Observe mode while training, one edgeqat::observe_fake_quant_
+  // call: the state observes x, or clamp(x, clamp_min, clamp_max) when a bound
+  // is given (an activation fused in front, see ActQuant), and x is
+  // fake-quantized with the updated range.
+  torch::Tensor observe_and_quantize(const torch::Tensor& x,
+                                     std::optional<double> clamp_min = std::nullopt,
+                                     std::optional<double> clamp_max = std::nullopt);
 
   // The mode stored in mode_code (checked: a loaded mode_code outside 0..3 is
   // an error naming the value).
