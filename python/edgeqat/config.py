@@ -213,6 +213,11 @@ class QConfig:
             an op they cannot quantize: ``"error"`` (default) raises
             :class:`~edgeqat.UnsupportedOpError` naming each one and its source line;
             ``"float"`` keeps it in float and quantizes its output.
+        quantize_bias: simulate the int8 model's int32 bias (default True): a conv / linear
+            layer linked to the quantizer of its input (``set_input_quantizer``, which
+            ``prepare_qat`` / ``prepare_ptq`` call for every layer) adds
+            ``round(b / (s_in * s_w[c])) * s_in * s_w[c]``, the bias the int8 model uses,
+            instead of the float ``b`` (straight-through gradient). ``False``: the float bias.
 
     Example:
         >>> cfg = QConfig(weight=QConfig().weight.replace(num_bits=4))
@@ -222,8 +227,11 @@ class QConfig:
     activation: QuantSpec = field(default_factory=_default_activation_spec)
     schedule: QATSchedule | None = None
     unsupported: Literal["error", "float"] = "error"
+    quantize_bias: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.quantize_bias, bool):
+            raise TypeError(f"QConfig.quantize_bias must be a bool, got {self.quantize_bias!r}")
         if self.schedule is not None and not isinstance(self.schedule, QATSchedule):
             raise TypeError(
                 "QConfig.schedule must be an edgeqat.QATSchedule or None, got "

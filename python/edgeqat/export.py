@@ -19,6 +19,7 @@ from torch import fx, nn
 
 from . import _runtime
 from .nn import ActQuant, ConvBn2d, QuantAdd, QuantConv2d, QuantLinear, SharedActQuant
+from .nn._bias import grid_scale
 from .prepare import (
     _describe,
     _is_average_pool,
@@ -217,6 +218,7 @@ class _GraphExporter:
         module = _module(self.gm, node)
         name = node.target
         inp = self.input_value(node.args[0], node)
+        self.check_bias_link(node, module, inp)
         activation = _merge_activation(self, node, getattr(module, "activation", None), aq)
         if isinstance(module, ConvBn2d):
             weight, bias = module.folded_weight_and_bias()
@@ -240,6 +242,25 @@ class _GraphExporter:
             _pair(module.stride), padding, _pair(module.dilation), int(module.groups),
             activation, out_range,
         )  # fmt: skip
+
+    def check_bias_link(self, node: fx.Node, module: nn.Module, inp: str) -> None:
+        """A layer that simulates the int32 bias must be linked to a quantizer with its input's
+        scale: otherwise training saw another bias than the int8 model's."""
+        link = module.input_quantizer
+        has_bias = isinstance(module, ConvBn2d) or module.bias is not None  # ConvBn2d: b'
+        if link is None or not module.config.quantize_bias or not has_bias:
+            return
+        q = link.quantizer
+        _check_exportable(q, f"the input quantizer linked to {_describe(self.gm, node)}")
+        scale = float(grid_scale(*q.quant_range(), q.spec))
+        expected = self.builder.grid_of(inp)[0]
+        if scale != expected:
+            raise self.fail(
+                node,
+                f"its bias is simulated at the scale of its linked input quantizer ({scale!r}), "
+                f"but its input's int8 scale is {expected!r}: link the ActQuant of its input "
+                "(set_input_quantizer), or set QConfig(quantize_bias=False)",
+            )
 
     def check_cat(self, node: fx.Node) -> None:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)

@@ -15,6 +15,9 @@ tensor values). Then, on the traced graph:
    flatten / reshape / view, dropout, identity, a ReLU that is not fused (all of these leave
    values on the input's grid), and average pooling, global included, whose output is rounded
    to the input's grid by a :class:`~edgeqat.nn.SharedActQuant` (same range, no observer).
+4. Every conv / linear layer is linked to the :class:`~edgeqat.ActQuant` whose grid its input
+   lies on (through the ops of 3), whose scale the int8 model's int32 bias uses
+   (``set_input_quantizer``; the layer simulates that bias, ``QConfig.quantize_bias``).
 
 Anything else (a standalone batch norm, sigmoid, multiplication, ...) is an error that names
 every such op and where it is in the model's source, or, with ``unsupported="float"``, stays in
@@ -350,6 +353,9 @@ def _place_quantizers(gm: fx.GraphModule, config: QConfig, unsupported: Unsuppor
     # quant_of[node]: the ActQuant that gives the tensor of `node` its int8 parameters.
     quant_of: dict[fx.Node, ActQuant | None] = {}
     problems: list[str] = []
+    # The quantizer of each weighted module's input, per call (a module called twice may see
+    # two grids: then it is not linked).
+    inputs_of: dict[nn.Module, set[ActQuant | None]] = {}
 
     def output_quantizer(node: fx.Node, name: str) -> None:
         # The int8 op's output parameters are those of its ReLU / ReLU6 output (the int8 op
@@ -391,6 +397,10 @@ def _place_quantizers(gm: fx.GraphModule, config: QConfig, unsupported: Unsuppor
             quant_of[node] = module.out_quant
             continue
         if isinstance(module, (ConvBn2d, QuantConv2d, QuantLinear)):
+            x = node.args[0] if node.args else None
+            inputs_of.setdefault(module, set()).add(
+                quant_of.get(x) if isinstance(x, fx.Node) else None
+            )
             output_quantizer(node, _leaf_name(node))
             continue
         if _is_cat(node):
@@ -415,6 +425,10 @@ def _place_quantizers(gm: fx.GraphModule, config: QConfig, unsupported: Unsuppor
             output_quantizer(node, _leaf_name(node))
             continue
         problems.append(_describe(gm, node))
+
+    for module, sources in inputs_of.items():
+        (source,) = sources if len(sources) == 1 else (None,)
+        module.set_input_quantizer(source)
 
     if problems:
         listing = "\n  - ".join(problems)

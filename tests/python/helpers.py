@@ -192,3 +192,28 @@ def per_channel_case(rng, shape, axis, num_bits, narrow_range, np_dtype=np.float
     lo = torch.tensor([r[0] for r in ranges], dtype=torch.float32)
     hi = torch.tensor([r[1] for r in ranges], dtype=torch.float32)
     return torch.from_numpy(x), lo, hi
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``value`` forward, the gradient unchanged to ``b`` backward."""
+
+    @staticmethod
+    def forward(ctx, b: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def int8_bias(b, in_range, w_range, in_grid=(8, False), w_grid=(8, True)) -> torch.Tensor:
+    """The reference of a linked layer's bias: ``b`` as the int8 model adds it
+    (reference.simulated_bias: ``round(b / (s_in * s_w[c])) * s_in * s_w[c]``), with the
+    gradient straight through to ``b``. ``in_range``: the input quantizer's ``(lo, hi)``;
+    ``w_range``: the weight quantizer's (per channel or per tensor), as used in the forward."""
+    lo, hi = (float(t.detach()) for t in in_range)
+    w_lo, w_hi = (t.detach().reshape(-1).to(torch.float32).numpy() for t in w_range)
+    value = reference.simulated_bias(
+        b.detach().to(torch.float32).numpy(), (lo, hi), w_lo, w_hi, in_grid, w_grid
+    )
+    return _StraightThrough.apply(b, torch.from_numpy(value).to(b.dtype))

@@ -9,6 +9,7 @@ or torch: the tests compare the ops against these functions.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
@@ -168,3 +169,41 @@ def fake_quant_per_channel(
     if grad is None:
         return Result(y, mask, None, None, None)
     return Result(y, mask, grad_x, grad_min, grad_max)
+
+
+# -- the int8 model's int32 bias -------------------------------------------------------------
+
+INT32_MAX = 2**31 - 1
+
+
+def grid_scale(mn: float, mx: float, num_bits: int, narrow_range: bool) -> np.float32:
+    """The scale the int8 model stores for a range: the nudged float32 scale, 1.0 for a
+    degenerate (one-point) range."""
+    r = nudge(mn, mx, num_bits, narrow_range)
+    return np.float32(1.0) if r.degenerate else np.float32(r.scale)
+
+
+def int32_bias(
+    bias, in_range, w_mins, w_maxs, in_grid=(8, False), w_grid=(8, True)
+) -> tuple[list[int], list[float]]:
+    """The int8 model's int32 bias, per output channel: ``(q, s)`` with
+    ``s = float64(s_in) * float64(s_w[c])`` and ``q = round(float32(b) / s)`` (the quotient in
+    float64, rounded half away from zero, exactly, with rationals), clamped to
+    ``[-(2**31 - 1), 2**31 - 1]``. ``w_mins`` / ``w_maxs``: one range per channel, or one for
+    all; ``*_grid``: ``(num_bits, narrow_range)``. The simulated bias is ``float32(q * s)``."""
+    s_in = float(grid_scale(*in_range, *in_grid))
+    qs, scales = [], []
+    for c, b in enumerate(np.asarray(bias, dtype=np.float32).reshape(-1)):
+        r = c if len(w_mins) > 1 else 0
+        s = s_in * float(grid_scale(float(w_mins[r]), float(w_maxs[r]), *w_grid))
+        v = Fraction(float(b) / s)
+        q = math.floor(abs(v) + Fraction(1, 2)) * (1 if v >= 0 else -1)
+        qs.append(max(-INT32_MAX, min(INT32_MAX, q)))
+        scales.append(s)
+    return qs, scales
+
+
+def simulated_bias(bias, in_range, w_mins, w_maxs, in_grid=(8, False), w_grid=(8, True)):
+    """``float32(q * s)`` of :func:`int32_bias`, as an np.float32 array."""
+    qs, scales = int32_bias(bias, in_range, w_mins, w_maxs, in_grid, w_grid)
+    return np.array([q * s for q, s in zip(qs, scales)], dtype=np.float64).astype(np.float32)

@@ -10,6 +10,7 @@ import math
 import eq8_file
 import numpy as np
 import pytest
+import reference
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 import edgeqat
 from edgeqat import _runtime
 from edgeqat.export import export_graph
-from edgeqat.nn import ConvBn2d
+from edgeqat.nn import ConvBn2d, QuantLinear
 
 ops = torch.ops.edgeqat
 
@@ -213,6 +214,38 @@ def test_weights_bias_and_multipliers(exported, name):
         assert math.isclose(m0 * 2.0 ** (int(shift) - 31), real, rel_tol=2.0**-30)
 
 
+@pytest.mark.parametrize("name", ["conv", "dw", "pw", "fc"])
+def test_simulated_bias_is_the_int32_bias(exported, name):
+    """The bias each layer of the prepared model adds in its simulated forward is the int8
+    model's, bit for bit: float32(bias_q * (s_in * s_w[c])) with the file's int32 bias_q and
+    the builder's scales; and bias_q is the reference's round(b / s), ties away from zero."""
+    qat, _, header, constants = exported
+    module = qat.get_submodule(name)
+    node = _nodes(header)[name]
+    s_in = _values(header)[node["inputs"][0]]["scale"]
+    w_scale = export_graph(qat, torch.randn(1, 3, 10, 10)).constants()[f"{name}.weight_scale"]
+    bias_q = constants[node["bias"]]
+    expected = bias_q.astype(np.float64) * (np.float64(s_in) * w_scale.astype(np.float64))
+    # A zero input: every output element is the bias the layer adds (no activation here).
+    if isinstance(module, QuantLinear):
+        zeros = torch.zeros(1, module.in_features)
+    else:
+        zeros = torch.zeros(1, module.in_channels, 3, 3)
+    with torch.no_grad():
+        out = module(zeros)
+    got = out.reshape(out.shape[0], out.shape[1], -1)[0, :, 0]
+    assert np.array_equal(got.numpy(), expected.astype(np.float32))
+    # And the float bias would not be (the rounding is visible).
+    _, bias = _fq_weight(module)
+    assert not np.array_equal(bias.numpy(), expected.astype(np.float32))
+    # The builder's int32 bias against the reference, from the quantizers' ranges.
+    in_lo, in_hi = (float(t) for t in module.input_quantizer.quantizer.quant_range())
+    w_lo, w_hi = (t.numpy() for t in module.weight_quant.quant_range())
+    assert float(reference.grid_scale(in_lo, in_hi, 8, False)) == s_in  # the linked one
+    q, _ = reference.int32_bias(bias.numpy(), (in_lo, in_hi), w_lo, w_hi)
+    assert np.array_equal(bias_q, np.array(q, dtype=np.int32))
+
+
 def test_file_is_smaller_than_the_float_state_dict(exported, tmp_path):
     qat, _, _, _ = exported
     path = tmp_path / "net.eq8"
@@ -349,6 +382,21 @@ def test_export_errors(tmp_path):
     qat(x)
     with pytest.raises(edgeqat.ExportError, match="count_include_pad"):
         edgeqat.export(qat, tmp_path / "d.eq8", example_inputs=x)
+
+
+def test_export_checks_the_bias_link(tmp_path):
+    """A layer whose bias is simulated with another scale than its input's is refused (its
+    training saw another bias than the int8 model's); without bias simulation it exports."""
+    x = torch.randn(1, 3, 10, 10)
+    qat = trained_model(steps=2)
+    qat.get_submodule("dw").set_input_quantizer(qat.get_submodule("fc_out_quant"))
+    with pytest.raises(edgeqat.ExportError, match="module 'dw'.*linked input quantizer"):
+        edgeqat.export(qat, tmp_path / "a.eq8", example_inputs=x)
+    qat.get_submodule("dw").set_input_quantizer(None)  # unlinked: float bias, nothing to check
+    edgeqat.export(qat, tmp_path / "b.eq8", example_inputs=x, load=False)
+    off = trained_model(steps=2, config=edgeqat.QConfig(quantize_bias=False))
+    off.get_submodule("dw").set_input_quantizer(off.get_submodule("fc_out_quant"))
+    edgeqat.export(off, tmp_path / "c.eq8", example_inputs=x, load=False)
 
 
 def test_export_keeps_an_existing_file_on_error(tmp_path):

@@ -15,9 +15,12 @@ from __future__ import annotations
 import copy
 import io
 
+import numpy as np
 import pytest
+import reference
 import torch
 import torch.nn.functional as F
+from helpers import int8_bias
 from torch import nn
 
 import edgeqat
@@ -29,7 +32,10 @@ from edgeqat import (
     QuantAdd,
     QuantConv2d,
     QuantLinear,
+    QuantSpec,
 )
+from edgeqat.nn import SharedActQuant
+from edgeqat.nn._bias import int32_bias
 
 ops = torch.ops.edgeqat
 
@@ -683,10 +689,320 @@ def test_shared_act_quant_uses_the_source_range_and_never_observes():
 
 
 # --------------------------------------------------------------------------------------------
+# The int32 bias: a layer linked to the quantizer of its input adds the int8 model's bias
+
+
+def weight_range(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default weight range of fq_weight: [-max|w|, max|w|] per output channel."""
+    bound = w.detach().abs().amax(dim=tuple(range(1, w.dim())))
+    return -bound, bound
+
+
+def layer_op(layer):
+    """The float op of a QuantLinear / QuantConv2d: (x, weight, bias) -> output."""
+    if isinstance(layer, QuantLinear):
+        return F.linear
+    return lambda x, w, b: F.conv2d(x, w, b, **conv_args(layer))
+
+
+LINKED_CASES = ["linear"] + [c for c, kw in CONV_CASES.items() if kw.get("bias", True)]
+
+
+def make_layer(case):
+    if case == "linear":
+        return QuantLinear(12, 5), (3, 2, 12)
+    layer = QuantConv2d(**CONV_CASES[case])
+    return layer, (2, layer.in_channels, 9, 8)
+
+
+@pytest.mark.parametrize("case", LINKED_CASES)
+def test_linked_layer_adds_the_int32_bias(case):
+    torch.manual_seed(80)
+    layer, shape = make_layer(case)
+    aq = ActQuant()
+    assert layer.input_quantizer is None
+    assert layer.set_input_quantizer(aq) is layer and layer.input_quantizer is aq
+    op = layer_op(layer)
+    for step in range(3):  # observing: each step's ranges (the input's moves by EMA)
+        xq = aq(torch.randn(shape) * (step + 1) + 0.3 * step).detach()
+        lo, hi = aq.quantizer.quant_range()  # the range aq used for this batch
+        w, b, xr = leaf(layer.weight), leaf(layer.bias), leaf(xq)
+        expected = op(xr, fq_weight(w), int8_bias(b, (lo, hi), weight_range(w)))
+        grad = torch.randn_like(expected)
+        expected.backward(grad)
+        xl = leaf(xq)
+        layer.zero_grad()
+        y = layer(xl)
+        y.backward(grad)
+        assert torch.equal(y, expected), step
+        assert torch.equal(layer.weight.grad, w.grad), step
+        assert torch.equal(xl.grad, xr.grad), step
+        # Straight through: the bias gets the float bias's gradient.
+        bf = leaf(layer.bias)
+        op(xq, fq_weight(layer.weight.detach()), bf).backward(grad)
+        assert torch.equal(layer.bias.grad, bf.grad), step
+        # The rounding shows: the float bias gives another output.
+        assert not torch.equal(y, op(xq, fq_weight(w), b)), step
+    # Eval mode: the same bias from the frozen state.
+    layer.eval()
+    aq.eval()
+    x = torch.randn(shape)
+    xq = aq(x)
+    lo, hi = aq.quantizer.quant_range()
+    w = layer.weight.detach()
+    expected = op(xq, fq_weight(w), int8_bias(layer.bias.detach(), (lo, hi), weight_range(w)))
+    assert torch.equal(layer(xq), expected)
+
+
+@pytest.mark.parametrize("case", ["3x3_bias", "depthwise_stride2"])
+def test_linked_convbn_int32_bias_once_bn_is_frozen(case):
+    m, conv, bn = make_convbn(case, "relu", seed=81)
+    plain = copy.deepcopy(m)  # not linked
+    aq = ActQuant()
+    m.set_input_quantizer(aq)
+    x = torch.randn(4, conv.in_channels, 8, 8)
+    # BN on batch statistics: the float conv bias, as unlinked (BN removes any constant).
+    xq = aq(x).detach()
+    assert torch.equal(m(xq), plain(xq))
+    assert torch.equal(m.bn.running_mean, plain.bn.running_mean)
+    # BN frozen (training) and eval: the folded bias b' as the int8 model's int32 bias.
+    m.freeze_bn()
+    for mode in ("frozen", "eval"):
+        if mode == "eval":
+            m.unfreeze_bn().eval()
+            aq.eval()
+        xq = aq(x * 1.5).detach()
+        lo, hi = aq.quantizer.quant_range()
+        if mode == "frozen":
+            forget_weight_range(m)  # the range of this step's folded weight
+        w, b = leaf(m.weight), leaf(m.bias)
+        gamma, beta = leaf(m.bn.weight), leaf(m.bn.bias)
+        _, w_fold, b_fold = fold(w, b, gamma, beta, m.bn.running_mean, m.bn.running_var, bn.eps)
+        bias = int8_bias(b_fold, (lo, hi), weight_range(w_fold))
+        expected = F.relu(F.conv2d(xq, fq_weight(w_fold), bias, **conv_args(conv)))
+        grad = torch.randn_like(expected)
+        expected.backward(grad)
+        m.zero_grad()
+        y = m(xq)
+        y.backward(grad)
+        assert torch.equal(y, expected), mode
+        assert torch.equal(m.weight.grad, w.grad), mode
+        assert torch.equal(m.bn.bias.grad, beta.grad), mode  # straight through b'
+        assert_fold_grad_close(m.bn.weight.grad, gamma.grad)
+        if b is not None:
+            assert torch.equal(m.bias.grad, b.grad), mode
+        unrounded = F.relu(F.conv2d(xq, fq_weight(w_fold), b_fold, **conv_args(conv)))
+        assert not torch.equal(y, unrounded), mode
+
+
+def test_bias_stays_float_where_the_int8_model_is_not_simulated():
+    torch.manual_seed(82)
+    layer = QuantConv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 7, 7)
+    w, b = layer.weight, layer.bias
+
+    def float_bias(xq, weight=None):
+        return F.conv2d(xq, fq_weight(w) if weight is None else weight, b, padding=1)
+
+    def int_bias(xq, q):
+        return F.conv2d(xq, fq_weight(w), int8_bias(b, q.quant_range(), weight_range(w)), padding=1)
+
+    # Not linked.
+    assert torch.equal(layer(x), float_bias(x))
+    # Linked to an input quantizer that has not seen data yet.
+    aq = ActQuant()
+    layer.set_input_quantizer(aq)
+    assert torch.equal(layer(x), float_bias(x))
+    xq = aq(x)
+    assert torch.equal(layer(xq), int_bias(xq, aq.quantizer))
+    # QConfig(quantize_bias=False).
+    off = QuantConv2d(4, 6, 3, padding=1, config=QConfig(quantize_bias=False))
+    off.load_state_dict(layer.state_dict())
+    off.set_input_quantizer(aq)
+    assert torch.equal(off(xq), float_bias(xq))
+    # The input quantizer turned off: the input is float.
+    aq.quantizer.disable()
+    assert torch.equal(layer(x), float_bias(x))
+    aq.quantizer.observe()
+    # The weight quantizer turned off: float weights, float bias.
+    layer.weight_quant.disable()
+    assert torch.equal(layer(xq), float_bias(xq, w))
+    layer.weight_quant.observe()
+    # A histogram source calibrating (float), then with its range chosen.
+    hist = ActQuant(QConfig(activation=QuantSpec(range_source="histogram")))
+    layer.set_input_quantizer(hist)
+    assert torch.equal(hist(x), x)
+    assert torch.equal(layer(x), float_bias(x))
+    hist.quantizer.freeze()
+    xq = hist(x)
+    assert torch.equal(layer(xq), int_bias(xq, hist.quantizer))
+    # Learned input range: the learned one, detached (no gradient to it through the bias).
+    aq.quantizer.learn()
+    with torch.no_grad():
+        aq.quantizer.learned_max.mul_(0.75)
+    layer.set_input_quantizer(aq)
+    y = layer(x)
+    assert torch.equal(y, int_bias(x, aq.quantizer))
+    y.sum().backward()
+    assert aq.quantizer.learned_max.grad is None
+    # A SharedActQuant links its source; None unlinks.
+    assert layer.set_input_quantizer(SharedActQuant(hist)).input_quantizer is hist
+    assert layer.set_input_quantizer(None).input_quantizer is None
+    assert torch.equal(layer(x), float_bias(x))
+    with pytest.raises(TypeError, match="ActQuant, a SharedActQuant or None"):
+        layer.set_input_quantizer(aq.quantizer)
+
+
+def test_int32_bias_rounds_like_the_exporter():
+    """Power-of-two scales: s_in = 2**-4 (range [0, 255 / 16]), s_w = 2**-3 (narrow, symmetric
+    [-127 / 8, 127 / 8]), so s = 2**-7 and b / s is exact: ties go away from zero (std::round),
+    a bias beyond int32 is clamped, a degenerate range has scale 1."""
+    in_spec, w_spec = QConfig().activation, QConfig().weight
+    in_range = (torch.tensor(0.0), torch.tensor(255 / 16))
+    w_range = (torch.full((1,), -127 / 8), torch.full((1,), 127 / 8))
+    steps = torch.tensor([2.5, -2.5, 1.5, 0.5, -0.5, 0.49, 3.0, 1e12, -1e12])
+    got = int32_bias(steps * 2**-7, in_range, in_spec, w_range, w_spec)
+    limit = float(2**31 - 1)
+    want = torch.tensor([3.0, -3.0, 2.0, 1.0, -1.0, 0.0, 3.0, limit, -limit]) * 2**-7
+    assert torch.equal(got, want)
+    zero = (torch.tensor(0.0), torch.tensor(0.0))
+    assert torch.equal(
+        int32_bias(torch.tensor([2.5]), zero, in_spec, zero, w_spec), torch.tensor([3.0])
+    )
+    # Random values, per channel and per tensor, against the rational-arithmetic reference.
+    g = torch.Generator().manual_seed(83)
+    for channels in (1, 64):
+        bias = torch.randn(64, generator=g) * 10.0 ** torch.randint(-4, 3, (64,), generator=g)
+        lo, hi = -torch.rand((), generator=g), torch.rand((), generator=g) * 5
+        w_hi = torch.rand(channels, generator=g) + 1e-3
+        got = int32_bias(bias, (lo, hi), in_spec, (-w_hi, w_hi), w_spec)
+        want = reference.simulated_bias(
+            bias.numpy(), (float(lo), float(hi)), -w_hi.numpy(), w_hi.numpy()
+        )
+        assert np.array_equal(got.numpy(), want), channels
+
+
+def test_input_quantizer_link_is_not_state():
+    torch.manual_seed(84)
+    model = TinyNet()
+    unlinked = copy.deepcopy(model)
+    for m in (unlinked.stem, unlinked.dw, unlinked.pw, unlinked.head):
+        m.set_input_quantizer(None)
+    assert list(model.state_dict()) == list(unlinked.state_dict())
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in unlinked.named_parameters()]
+    assert [n for n, _ in model.named_modules()] == [n for n, _ in unlinked.named_modules()]
+    x = torch.randn(2, 3, 6, 6)
+    model(x)
+    # deepcopy maps the link to the copy's own quantizer.
+    twin = copy.deepcopy(model)
+    assert twin.dw.input_quantizer is twin.stem_q and twin.head.input_quantizer is twin.pool_q
+    assert torch.equal(twin(x), model(x))
+    # A state_dict loads into a linked model and gives the same outputs.
+    unlinked.load_state_dict(model.state_dict())
+    for m, q in ((unlinked.stem, unlinked.in_q), (unlinked.dw, unlinked.stem_q),
+                 (unlinked.pw, unlinked.dw_q), (unlinked.head, unlinked.pool_q)):  # fmt: skip
+        m.set_input_quantizer(q)
+    model.eval()
+    unlinked.eval()
+    assert torch.equal(unlinked(x), model(x))
+
+
+class Chain(nn.Module):
+    """ActQuant -> depthwise QuantConv2d -> ActQuant -> ConvBn2d -> ActQuant -> mean ->
+    SharedActQuant -> QuantLinear -> ActQuant, every layer linked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_q = ActQuant()
+        self.dw = QuantConv2d(3, 3, 3, padding=1, groups=3)
+        self.dw_q = ActQuant(activation="relu")
+        self.pw = ConvBn2d(3, 8, 1, bias=True)
+        self.pw_q = ActQuant()
+        self.pool_q = SharedActQuant(self.pw_q)
+        self.fc = QuantLinear(8, 4)
+        self.out_q = ActQuant()
+        self.dw.set_input_quantizer(self.in_q)
+        self.pw.set_input_quantizer(self.dw_q)
+        self.fc.set_input_quantizer(self.pool_q)
+
+    def forward(self, x):
+        y = self.dw_q(self.dw(self.in_q(x)))
+        y = self.pool_q(self.pw_q(self.pw(y)).mean((2, 3)))
+        return self.out_q(self.fc(y))
+
+
+def test_linked_layers_compile_fullgraph():
+    """torch.compile(fullgraph=True): no graph break, the same outputs, gradients and states as
+    eager through the phases (observe, BN frozen, frozen ranges, learned ranges)."""
+    torch.manual_seed(85)
+    eager = Chain()
+    with torch.no_grad():
+        eager.pw.bn.running_var.uniform_(0.5, 1.5)
+        eager.pw.bn.running_mean.normal_()
+    model = copy.deepcopy(eager)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    for step in range(6):
+        if step == 1:
+            edgeqat.freeze_bn(eager)
+            edgeqat.freeze_bn(model)
+        if step == 3:
+            edgeqat.freeze_observers(eager)
+            edgeqat.freeze_observers(model)
+        if step == 4:
+            edgeqat.learn_ranges(eager)
+            edgeqat.learn_ranges(model)
+        x = torch.randn(4, 3, 6, 6) * (1 + step)
+        grad = torch.randn(4, 4)
+        for m in (eager, model):
+            m.zero_grad(set_to_none=True)
+        if step == 0:  # BN on batch statistics: forward only (docs/qat.md's known limitation)
+            with torch.no_grad():
+                assert torch.equal(compiled(x), eager(x)), step
+        else:
+            got, want = compiled(x), eager(x)
+            assert torch.equal(got, want), step
+            got.backward(grad)
+            want.backward(grad)
+            for (name, p), (_, q) in zip(eager.named_parameters(), model.named_parameters()):
+                assert (p.grad is None) == (q.grad is None), (step, name)
+                if p.grad is not None:
+                    assert torch.equal(q.grad, p.grad), (step, name)
+        for (name, a), (_, b) in zip(eager.state_dict().items(), model.state_dict().items()):
+            assert torch.equal(a, b), (step, name)
+
+
+@pytest.mark.slow
+def test_linked_bias_under_inductor_is_exact():
+    """Inductor compiles the bias arithmetic (float32 scales, float64 quotient, rounding) to C++:
+    the same values, bit for bit (a zero input makes each output the bias itself)."""
+    torch.manual_seed(86)
+    model = Chain()
+    model(torch.randn(4, 3, 6, 6))  # observe
+    model.eval()
+    torch._dynamo.reset()
+    layers = [(model.dw, (1, 3, 4, 4)), (model.pw, (1, 3, 4, 4)), (model.fc, (1, 8))]
+    for layer, shape in layers:
+        compiled = torch.compile(layer, fullgraph=True, backend="inductor")
+        zeros = torch.zeros(shape)
+        with torch.no_grad():
+            assert torch.equal(compiled(zeros), layer(zeros)), type(layer).__name__
+
+
+def test_quantize_bias_config():
+    assert QConfig().quantize_bias is True
+    assert QConfig(quantize_bias=False).quantize_bias is False
+    with pytest.raises(TypeError, match="quantize_bias must be a bool, got 1"):
+        QConfig(quantize_bias=1)
+
+
+# --------------------------------------------------------------------------------------------
 # A small model: controls and a state_dict round trip mid-training
 
 
 class TinyNet(nn.Module):
+    """Every layer linked to the quantizer of its input (its int32 bias simulated)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.in_q = ActQuant()
@@ -700,6 +1016,10 @@ class TinyNet(nn.Module):
         self.pool_q = ActQuant()
         self.head = QuantLinear(8, 4)
         self.out_q = ActQuant()
+        self.stem.set_input_quantizer(self.in_q)
+        self.dw.set_input_quantizer(self.stem_q)
+        self.pw.set_input_quantizer(self.dw_q)
+        self.head.set_input_quantizer(self.pool_q)
 
     def forward(self, x):
         s = self.stem_q(self.stem(self.in_q(x)))

@@ -21,6 +21,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import int8_bias
 from torch import nn
 
 import edgeqat
@@ -158,6 +159,8 @@ def assert_quantizers_placed(gm: torch.fx.GraphModule) -> dict[str, int]:
     - no quantizer after max pooling / flatten, nor a second one on a tensor already quantized;
     - average pooling is followed by a SharedActQuant whose source is the quantizer of its
       input;
+    - every conv / linear layer is linked to the quantizer whose grid its input lies on (its
+      int32 bias's input scale);
     - no float Conv2d / Linear / BatchNorm2d remains.
     """
     counts = {"input": 0, "weighted": 0, "add": 0, "avgpool": 0, "act_quant_nodes": 0}
@@ -175,6 +178,8 @@ def assert_quantizers_placed(gm: torch.fx.GraphModule) -> dict[str, int]:
             if len(users) == 1 and _is_activation(gm, users[0]):
                 out = users[0]
             assert _users_are_one_act_quant(gm, out) is not None, f"{node.target}: {out.users}"
+            link = grid_quantizer(gm, node.args[0])
+            assert link is not None and m.input_quantizer is link, node.target
             counts["weighted"] += 1
         elif isinstance(m, QuantAdd):
             assert not any(isinstance(_module(gm, u), ActQuant) for u in node.users), node.target
@@ -473,7 +478,9 @@ class Reference:
     """The prepared ``Small`` written out by hand: its parameters as leaf tensors, its
     observer state, and the ops the int8 graph simulates, in the order ConvBn2d documents
     (training: quantize W' = W * gamma / sqrt(var + eps), conv with fq(W') / f, batch norm
-    with batch statistics; BN frozen or eval: conv with fq(W') and the folded bias)."""
+    with batch statistics; BN frozen or eval: conv with fq(W') and the folded bias). Every
+    bias added to a conv / linear output is the int8 model's int32 bias (helpers.int8_bias,
+    with the ranges of the layer's input and weight quantizers as used in that forward)."""
 
     ACT = ("input", "conv1", "conv2", "add", "fc")
     WEIGHT = ("conv1_w", "conv2_w", "fc_w")
@@ -577,16 +584,23 @@ class Reference:
             )
         else:
             bias = (torch.zeros_like(self.mean) - self.mean) * factor + self.beta
-            y = F.conv2d(x, w1, bias, 1, 1)
+            y = F.conv2d(x, w1, self.bias(bias, "input", "conv1_w"), 1, 1)
         y = self.act(y, "conv1", training, relu=True)
+        w2 = self.weight(self.w2, "conv2_w", training)
         z = self.act(
-            F.conv2d(y, self.weight(self.w2, "conv2_w", training), self.b2, 1, 1), "conv2", training
+            F.conv2d(y, w2, self.bias(self.b2, "conv1", "conv2_w"), 1, 1), "conv2", training
         )
         z = self.act(z + y, "add", training, relu=True)
         lo, hi = self._range("add")  # average pooling: the add's grid, no observer
         p = ops.fake_quant_with_min_max_vars(F.adaptive_avg_pool2d(z, 1), lo, hi, 8, False)
-        out = F.linear(torch.flatten(p, 1), self.weight(self.wfc, "fc_w", training), self.bfc)
+        wfc = self.weight(self.wfc, "fc_w", training)
+        out = F.linear(torch.flatten(p, 1), wfc, self.bias(self.bfc, "add", "fc_w"))
         return self.act(out, "fc", training)
+
+    def bias(self, b, input_key, weight_key):
+        """The int32 bias at the scale of the input's range times the weight's (the fc's input
+        is the average pool's, on the add's grid)."""
+        return int8_bias(b, self._range(input_key), self._range(weight_key))
 
 
 def _assert_grads_equal(qat: nn.Module, ref: Reference) -> None:
@@ -823,6 +837,16 @@ def test_module_called_twice_keeps_the_float_function(case):
     except (UnsupportedOpError, ValueError):
         return  # refusing such a model is correct too
     qat.eval()
+    # A layer called on two grids has no one input scale: not linked (its bias stays float).
+    for node in qat.graph.nodes:
+        m = _module(qat, node)
+        if isinstance(m, (ConvBn2d, QuantConv2d, QuantLinear)):
+            calls = [
+                n for n in qat.graph.nodes if n.op == "call_module" and n.target == node.target
+            ]
+            grids = {id(grid_quantizer(qat, n.args[0])) for n in calls}
+            expected = grid_quantizer(qat, node.args[0]) if len(grids) == 1 else None
+            assert m.input_quantizer is expected, node.target
     set_all_quantizers(qat, Mode.OFF)
     with torch.no_grad():
         torch.testing.assert_close(qat(*inputs), model(*inputs), rtol=1e-4, atol=1e-5)

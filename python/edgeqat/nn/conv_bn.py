@@ -47,6 +47,16 @@ class ConvBn2d(_Conv2dBase):
 
     Then the activation is applied (ReLU6 is ``clamp(y, 0, 6)``).
 
+    Bias: linked to the quantizer of its input (:meth:`set_input_quantizer`, which
+    :func:`~edgeqat.prepare_qat` calls) and with ``config.quantize_bias`` (default), the folded
+    bias ``b'`` of the BN-frozen / eval forward is the int8 model's int32 bias,
+    ``round(b' / s) * s`` with ``s = s_in * s_w[c]`` (as :class:`~edgeqat.QuantConv2d`
+    documents; gradients straight through to ``b'``, so to ``bias``, ``bn.weight``,
+    ``bn.bias``). While BN normalises with batch statistics, the conv's own float ``bias`` is
+    added as it is: BN subtracts the batch mean, so a per-channel constant before it changes
+    nothing, and the int8 model's bias (made with the running statistics) is not part of that
+    forward at all; simulating its rounding there would only move the running mean.
+
     The weight path (``W * f``, ``weight_quant``'s observer step and fake quant, the un-fold)
     runs as one op, ``torch.ops.edgeqat.fold_weight_fake_quant_``, with a C++ backward, while
     ``weight_quant`` is in OBSERVE or FROZEN mode: the same values and weight gradients, bit for
@@ -196,11 +206,11 @@ class ConvBn2d(_Conv2dBase):
             if batch_stats:
                 y = self._forward_batch_stats(x, weight_q, factor)
             else:
-                y = self._conv(x, weight_q, self._folded_bias(factor))
+                y = self._conv(x, weight_q, self._bias_for_forward(self._folded_bias(factor)))
         elif batch_stats:
             y = self.bn(self._conv(x, weight, self.bias))
         else:
-            y = self._conv(x, weight, self._folded_bias(factor))
+            y = self._conv(x, weight, self._bias_for_forward(self._folded_bias(factor)))
         # In place: y is this module's own fresh tensor (BN's or the conv's output), and neither
         # BN's backward nor the conv's needs it, so the activation costs no second activation
         # tensor kept for the backward (as torchvision's ReLU(inplace=True)).
@@ -283,7 +293,8 @@ class ConvBn2d(_Conv2dBase):
     ) -> ConvBn2d:
         """A ConvBn2d with copies of ``conv``'s weight / bias and of ``bn``'s parameters and
         running statistics (``num_batches_tracked`` included), ``bn``'s ``eps`` and
-        ``momentum``, and ``conv``'s device, dtype and train / eval mode."""
+        ``momentum``, and ``conv``'s device, dtype and train / eval mode. Not linked to an
+        input quantizer (:meth:`set_input_quantizer`)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
         if not isinstance(bn, nn.BatchNorm2d):

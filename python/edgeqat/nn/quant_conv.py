@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from ..config import QConfig
+from ._bias import InputQuantizerLink
 from ._common import (
     copy_weight_and_bias,
     init_weight_and_bias,
@@ -18,8 +19,9 @@ from ._common import (
 __all__ = ["QuantConv2d"]
 
 
-class _Conv2dBase(nn.Module):
-    """Geometry, float weight / bias and weight quantizer shared by QuantConv2d and ConvBn2d."""
+class _Conv2dBase(InputQuantizerLink, nn.Module):
+    """Geometry, float weight / bias, weight quantizer and input-quantizer link shared by
+    QuantConv2d and ConvBn2d."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class _Conv2dBase(nn.Module):
             dtype,
         )
         self.weight_quant = make_weight_quantizer(self.config.weight, out_channels, device)
+        self._init_input_quantizer()
 
     @staticmethod
     def _geometry_of(conv: nn.Conv2d) -> dict:
@@ -132,9 +135,18 @@ class QuantConv2d(_Conv2dBase):
     ``groups = in_channels``); ``padding_mode="zeros"`` only, since the int8 conv pads with
     real 0. The weight is fake-quantized by ``weight_quant`` (``config.weight``; by default 8
     bits, symmetric, narrow range ``[-127, 127]``, one range per output channel, the range of
-    the current weight). The bias stays float (int32 in the int8 model, scale
-    ``input_scale * weight_scale[c]``). Activations are quantized by separate
-    :class:`~edgeqat.ActQuant` modules.
+    the current weight). Activations are quantized by separate :class:`~edgeqat.ActQuant`
+    modules.
+
+    Bias: the int8 model adds it as an int32 at the accumulator's scale
+    ``s = s_in * s_w[c]`` (``s_in`` the input's scale, ``s_w[c]`` the weight scale of output
+    channel ``c``). Linked to the quantizer of its input (:meth:`set_input_quantizer`, which
+    :func:`~edgeqat.prepare_qat` calls), with ``config.quantize_bias`` (default), the layer
+    adds exactly that bias, ``round(b / s) * s``, with the scales of the ranges used in this
+    forward (the input quantizer's, the weight quantizer's after it observed this weight), as
+    the exporter computes it (float64, ties away from zero, clamped to int32), bit for bit;
+    gradient straight through to ``bias``. Unlinked, or while either quantizer passes floats
+    through (no range yet, OFF, a histogram source calibrating), the float bias.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
@@ -183,12 +195,14 @@ class QuantConv2d(_Conv2dBase):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv(x, self.weight_quant(self.weight), self.bias)
+        weight = self.weight_quant(self.weight)  # first: the bias reads the range it used
+        return self._conv(x, weight, self._bias_for_forward(self.bias))
 
     @classmethod
     def from_float(cls, module: nn.Conv2d, config: QConfig | None = None) -> QuantConv2d:
         """A QuantConv2d with ``module``'s geometry and a copy of its weight and bias (same
-        device, dtype and train / eval mode); ``config`` defaults to ``QConfig()``."""
+        device, dtype and train / eval mode); ``config`` defaults to ``QConfig()``. Not linked
+        to an input quantizer (:meth:`set_input_quantizer`)."""
         if not isinstance(module, nn.Conv2d):
             raise TypeError(f"module must be a torch.nn.Conv2d, got {type(module).__name__}")
         qmod = cls(

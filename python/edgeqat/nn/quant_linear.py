@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import QConfig
+from ._bias import InputQuantizerLink
 from ._common import (
     copy_weight_and_bias,
     init_weight_and_bias,
@@ -17,15 +18,18 @@ from ._common import (
 __all__ = ["QuantLinear"]
 
 
-class QuantLinear(nn.Module):
+class QuantLinear(InputQuantizerLink, nn.Module):
     """``F.linear(x, weight_quant(weight), bias)``.
 
     The float weight and bias are the trained parameters. The weight is fake-quantized by
     ``weight_quant`` (``config.weight``; by default 8 bits, symmetric, narrow range
-    ``[-127, 127]``, one range per output channel, the range of the current weight). The bias
-    stays float: the int8 model stores it as int32 with scale ``input_scale * weight_scale[c]``,
-    finer than any activation error, so QAT does not simulate its rounding. The input and
-    output activations are quantized by separate :class:`~edgeqat.ActQuant` modules.
+    ``[-127, 127]``, one range per output channel, the range of the current weight). The input
+    and output activations are quantized by separate :class:`~edgeqat.ActQuant` modules.
+
+    Bias: the int8 model stores it as an int32 with scale ``s = s_in * s_w[c]``. Linked to the
+    quantizer of its input (:meth:`set_input_quantizer`, which :func:`~edgeqat.prepare_qat`
+    calls), with ``config.quantize_bias`` (default), the layer adds exactly that bias,
+    ``round(b / s) * s`` (as :class:`~edgeqat.QuantConv2d` documents); unlinked, the float bias.
 
     Args:
         in_features, out_features, bias, device, dtype: as :class:`torch.nn.Linear`
@@ -56,14 +60,17 @@ class QuantLinear(nn.Module):
         self.out_features = out_features
         init_weight_and_bias(self, (out_features, in_features), bias, device, dtype)
         self.weight_quant = make_weight_quantizer(self.config.weight, out_features, device)
+        self._init_input_quantizer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight_quant(self.weight), self.bias)
+        weight = self.weight_quant(self.weight)  # first: the bias reads the range it used
+        return F.linear(x, weight, self._bias_for_forward(self.bias))
 
     @classmethod
     def from_float(cls, module: nn.Linear, config: QConfig | None = None) -> QuantLinear:
         """A QuantLinear with a copy of ``module``'s weight and bias (same device, dtype and
-        train / eval mode); ``config`` defaults to ``QConfig()``."""
+        train / eval mode); ``config`` defaults to ``QConfig()``. Not linked to an input
+        quantizer (:meth:`set_input_quantizer`)."""
         if not isinstance(module, nn.Linear):
             raise TypeError(f"module must be a torch.nn.Linear, got {type(module).__name__}")
         qmod = cls(
