@@ -22,6 +22,7 @@
 
 #include "edgeqat/nn/modules.h"
 #include "edgeqat/nn/quantizer.h"
+#include "edgeqat/nn/schedule.h"
 #include "edgeqat/version.h"
 
 namespace edgeqat {
@@ -202,6 +203,8 @@ class Exporter {
 
   void dispatch(const std::shared_ptr<Module>& child, const std::string& path) {
     const Module& m = *child;
+    // A training-time schedule (attach_schedule): nothing in the int8 model, as Python's export.
+    if (child->as<nn::QATSchedulerImpl>()) return;
     const bool after_pool = after_pool_;
     after_pool_ = false;
     if (pending_ && !child->as<nn::ActQuantImpl>()) fail_pending(describe(path, m));

@@ -386,7 +386,8 @@ torch::Tensor ActQuantImpl::forward(const torch::Tensor& x) {
 bool ActQuantImpl::can_fuse_activation() const {
   const auto& spec = quantizer->spec();
   const Mode mode = quantizer->mode();
-  if ((mode != Mode::Observe && mode != Mode::Frozen) || spec.symmetric() || spec.per_channel()) {
+  if ((mode != Mode::Observe && mode != Mode::Frozen) || spec.symmetric() || spec.per_channel() ||
+      spec.range_source() == RangeSource::Histogram) {
     return false;
   }
   // The observed range must lie in the activation's output range (true by
@@ -436,6 +437,11 @@ torch::Tensor SharedActQuantImpl::forward(const torch::Tensor& x) {
   const auto& q = source->quantizer;
   const Mode mode = q->mode();
   if (mode == Mode::Off) return x;
+  // While a histogram source calibrates (in float), so does this: the identity.
+  if (mode == Mode::Observe && q->is_training() &&
+      q->spec().range_source() == RangeSource::Histogram) {
+    return x;
+  }
   auto [lo, hi] = mode == Mode::Learn ? q->learned_range() : q->observed_range();
   return edgeqat::fake_quant_with_min_max_vars(x, lo.to(x.device()), hi.to(x.device()),
                                                q->spec().num_bits(), q->spec().narrow_range());

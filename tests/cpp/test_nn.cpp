@@ -108,7 +108,7 @@ TEST_CASE("QuantSpec and QConfig have Python's defaults", "[nn][config]") {
   CHECK(w.averaging_constant() == 1.0);
   CHECK(cfg.activation() == qnn::QuantSpec());
   CHECK(cfg.activation() == qnn::QConfig::default_activation());
-  CHECK_FALSE(cfg.learn_ranges());
+  CHECK_FALSE(cfg.schedule().has_value());
 
   CHECK(qnn::QuantSpec().range_source("running").range_source() == qnn::RangeSource::Running);
   CHECK(qnn::QuantSpec().range_source("running").averaging_constant() == 1.0);
@@ -130,8 +130,8 @@ TEST_CASE("QuantSpec and QConfig reject bad values, naming the field and the val
   CHECK_THROWS_WITH(qnn::QuantSpec().ema_decay(-0.5), Contains("got -0.5"));
   CHECK_THROWS_WITH(qnn::QuantSpec().ema_decay(std::nan("")), Contains("ema_decay"));
   CHECK_THROWS_WITH(qnn::QuantSpec().range_source("max"),
-                    Contains("QuantSpec.range_source must be 'last', 'ema' or 'running', got "
-                             "'max'"));
+                    Contains("QuantSpec.range_source must be 'last', 'ema', 'running' or "
+                             "'histogram', got 'max'"));
   CHECK_THROWS_WITH(qnn::QConfig().activation(qnn::QuantSpec().per_channel(true)),
                     Contains("QConfig.activation.per_channel must be false"));
   CHECK_THROWS_AS(qnn::QuantSpec().num_bits(0), c10::ValueError);

@@ -6,5 +6,6 @@
 #include "edgeqat/nn/export.h"
 #include "edgeqat/nn/modules.h"
 #include "edgeqat/nn/quantizer.h"
+#include "edgeqat/nn/schedule.h"
 #include "edgeqat/ops.h"
 #include "edgeqat/version.h"
