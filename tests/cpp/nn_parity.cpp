@@ -1,6 +1,7 @@
 // edgeqat_nn_parity: runs the C++ side of tests/python/test_cpp_parity.py.
 //
 //   edgeqat_nn_parity INPUT OUTPUT
+//   edgeqat_nn_parity --histogram INPUT OUTPUT
 //
 // INPUT is a torch.save'd dict of tensors written by the Python test:
 //   config        int64 [steps, freeze_bn_at, learn_at, mid_at, num_threads, seed]
@@ -13,11 +14,26 @@
 // initial weights for `seed` (init.<name>), copies state.* in by name (the
 // name sets must be equal), restores the momentum buffers, and runs `steps`
 // SGD steps in training mode with freeze_bn at step freeze_bn_at and
-// learn_ranges at step learn_at, then one eval-mode forward. OUTPUT (read with
-// torch.load) holds
+// learn_ranges at step learn_at (started by an edgeqat::nn::QATScheduler, as
+// Python calls the controls by hand), then one eval-mode forward. OUTPUT (read
+// with torch.load) holds
 //   init.<name>, loss [steps], outputs [steps, N, classes], eval_out,
 //   mid.state.<name>, mid.momentum.<name>   (before step mid_at),
 //   final.state.<name>, final.momentum.<name>.
+//
+// --histogram: a histogram calibration. INPUT holds
+//   specs         float64 [k, 6], one quantizer spec a row: histogram_bins,
+//                 method (0 mse, 1 percentile), percentile, num_bits,
+//                 narrow_range, symmetric (range_source histogram, per tensor)
+//   x             the calibration batches still to run, [steps, ...]
+//   eval_x        a batch for the eval-mode forward after the freeze
+//   state.<name>  the Python calibrators' state mid-calibration ("q<i>.histogram", ...)
+// The program builds one FakeQuantizer a spec as submodules q0 .. q<k-1>
+// (init.<name>: their fresh state), copies state.* in by name, runs every
+// batch through every quantizer in training mode (identity [steps, k]: 1 where
+// the output was the input tensor itself), writes calibrated.state.<name>,
+// freezes them (the range is chosen), writes frozen.state.<name> and
+// eval_out.q<i> (q<i>(eval_x) in eval mode).
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -159,11 +175,13 @@ int run(const std::string& input_path, const std::string& output_path) {
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(lr).momentum(momentum));
   set_momentum(*model, opt, input);
 
+  // Not attached (Python's QatNet has no qat_schedule): a standalone scheduler.
+  edgeqat::nn::QATScheduler schedule(
+      model, edgeqat::nn::QATSchedule().freeze_bn_step(freeze_bn_at).learn_ranges_step(learn_at));
   std::vector<Tensor> losses, outputs;
   model->train();
   for (int64_t step = 0; step < steps; ++step) {
-    if (step == freeze_bn_at) edgeqat::nn::freeze_bn(model);
-    if (step == learn_at) edgeqat::nn::learn_ranges(model);
+    schedule();  // freeze_bn at freeze_bn_at, learn_ranges at learn_at
     if (step == mid_at) {
       put(out, "mid.state.", state_of(*model));
       put(out, "mid.momentum.", momentum_of(*model, opt));
@@ -191,14 +209,67 @@ int run(const std::string& input_path, const std::string& output_path) {
   return 0;
 }
 
+int run_histogram(const std::string& input_path, const std::string& output_path) {
+  namespace qnn = edgeqat::nn;
+  const auto input = read_dict(input_path);
+  const auto specs = get(input, "specs");
+  const auto& x = get(input, "x");
+  const auto& eval_x = get(input, "eval_x");
+  TORCH_CHECK(specs.dim() == 2 && specs.size(1) == 6, "specs must be [k, 6], got ", specs.sizes());
+
+  torch::nn::Module calibrators;
+  std::vector<qnn::FakeQuantizer> quantizers;
+  for (int64_t i = 0; i < specs.size(0); ++i) {
+    const auto row = specs[i];
+    const auto spec =
+        qnn::QuantSpec()
+            .range_source(qnn::RangeSource::Histogram)
+            .histogram_bins(row[0].item<int64_t>())
+            .histogram_method(row[1].item<int64_t>() == 0 ? qnn::HistogramMethod::Mse
+                                                          : qnn::HistogramMethod::Percentile)
+            .percentile(row[2].item<double>())
+            .num_bits(row[3].item<int64_t>())
+            .narrow_range(row[4].item<double>() != 0.0)
+            .symmetric(row[5].item<double>() != 0.0);
+    quantizers.push_back(
+        calibrators.register_module("q" + std::to_string(i), qnn::FakeQuantizer(spec)));
+  }
+  TensorMap out;
+  put(out, "init.", state_of(calibrators));
+  load_state(calibrators, input, "state.");
+
+  calibrators.train();
+  auto identity = torch::zeros({x.size(0), specs.size(0)}, torch::kLong);
+  for (int64_t step = 0; step < x.size(0); ++step) {
+    const auto batch = x[step];
+    for (size_t i = 0; i < quantizers.size(); ++i) {
+      identity[step][static_cast<int64_t>(i)] = quantizers[i](batch).is_same(batch) ? 1 : 0;
+    }
+  }
+  out["identity"] = identity;
+  put(out, "calibrated.state.", state_of(calibrators));
+  for (auto& q : quantizers) q->freeze();
+  put(out, "frozen.state.", state_of(calibrators));
+  calibrators.eval();
+  for (size_t i = 0; i < quantizers.size(); ++i) {
+    out["eval_out.q" + std::to_string(i)] = quantizers[i](eval_x);
+  }
+  write_dict(output_path, out);
+  std::printf("edgeqat_nn_parity --histogram: %lld quantizers, %lld batches\n",
+              static_cast<long long>(specs.size(0)), static_cast<long long>(x.size(0)));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s INPUT OUTPUT\n", argv[0]);
+  const bool histogram = argc == 4 && std::string(argv[1]) == "--histogram";
+  if (argc != 3 && !histogram) {
+    std::fprintf(stderr, "usage: %s [--histogram] INPUT OUTPUT\n", argv[0]);
     return 2;
   }
   try {
+    if (histogram) return run_histogram(argv[2], argv[3]);
     return run(argv[1], argv[2]);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "edgeqat_nn_parity: %s\n", e.what());

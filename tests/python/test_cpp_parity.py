@@ -358,3 +358,132 @@ def test_python_state_dict_round_trip_mid_training(parity: Parity) -> None:
     resumed = _train(model, opt, parity.data, start=MID_AT)
     assert torch.equal(torch.stack(resumed.losses), torch.stack(parity.python.losses[MID_AT:]))
     _assert_same(resumed.final_state, parity.python.final_state, "resumed")
+
+
+# -- histogram calibration ----------------------------------------------------------------------
+
+# One quantizer a row: histogram_bins, method (0 mse, 1 percentile), percentile, num_bits,
+# narrow_range, symmetric; the same specs on both sides.
+HISTOGRAM_SPECS = [
+    (2048, 0, 99.99, 8, False, False),
+    (512, 1, 99.5, 8, False, False),
+    (256, 0, 99.99, 4, True, True),
+    (2048, 1, 99.9, 8, True, True),
+]
+HISTOGRAM_PRE = 2  # batches Python runs before handing the state over
+
+
+class Calibrators(nn.Module):
+    """The twin of the --histogram mode of edgeqat_nn_parity: q0 .. q<k-1>, one histogram
+    FakeQuantizer a spec."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for i, (bins, method, percentile, num_bits, narrow, symmetric) in enumerate(
+            HISTOGRAM_SPECS
+        ):
+            spec = edgeqat.QuantSpec(
+                range_source="histogram",
+                histogram_bins=bins,
+                histogram_method="mse" if method == 0 else "percentile",
+                percentile=percentile,
+                num_bits=num_bits,
+                narrow_range=narrow,
+                symmetric=symmetric,
+            )
+            self.add_module(f"q{i}", edgeqat.FakeQuantizer(spec))
+
+
+def _calibration_data() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    steps = 6
+    x = torch.randn(steps, 4, 64, generator=g)
+    x[1] = x[1] ** 3  # heavy tails
+    x[3] *= 4.0  # widens the histogram range after the hand-over
+    x[4] = x[4].abs() + 0.5  # positive only
+    return {"x": x, "eval_x": 5.0 * torch.randn(4, 64, generator=g)}
+
+
+def _calibrate(model: Calibrators, batches: torch.Tensor) -> list[list[int]]:
+    model.train()
+    identity = []
+    for batch in batches:
+        identity.append([int(q(batch) is batch) for q in model.children()])
+    return identity
+
+
+@pytest.fixture(scope="module")
+def histogram_parity(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    binary = _parity_binary()
+    data = _calibration_data()
+    model = Calibrators()
+    init = _state(model)
+    _calibrate(model, data["x"][:HISTOGRAM_PRE])
+    handover = _state(model)
+    rest = data["x"][HISTOGRAM_PRE:]
+
+    tmp = tmp_path_factory.mktemp("cpp_parity_histogram")
+    request = {
+        "specs": torch.tensor(HISTOGRAM_SPECS, dtype=torch.float64),
+        "x": rest,
+        "eval_x": data["eval_x"],
+        **_prefixed("state.", handover),
+    }
+    torch.save(request, tmp / "input.pt")
+    proc = subprocess.run(
+        [str(binary), "--histogram", str(tmp / "input.pt"), str(tmp / "output.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"{binary.name} --histogram exited with {proc.returncode}\n--- stdout ---\n"
+        f"{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    )
+    with torch.serialization.safe_globals([torch.jit._pickle.restore_type_tag]):
+        cpp = torch.load(tmp / "output.pt")
+
+    identity = _calibrate(model, rest)
+    calibrated = _state(model)
+    for q in model.children():
+        q.freeze()
+    frozen = _state(model)
+    model.eval()
+    with torch.no_grad():
+        eval_out = {f"q{i}": q(data["eval_x"]) for i, q in enumerate(model.children())}
+    return {
+        "cpp": cpp,
+        "init": init,
+        "identity": identity,
+        "calibrated": calibrated,
+        "frozen": frozen,
+        "eval_out": eval_out,
+    }
+
+
+def test_histogram_calibrators_have_python_state_names_and_shapes(histogram_parity) -> None:
+    cpp_init = _unprefixed("init.", histogram_parity["cpp"])
+    _assert_same(cpp_init, histogram_parity["init"], "initial histogram state")
+    assert {"q0.histogram", "q0.histogram_min", "q0.histogram_max"} <= cpp_init.keys()
+    assert cpp_init["q1.histogram"].shape == (512,)
+
+
+def test_histogram_calibration_runs_in_float_on_both_sides(histogram_parity) -> None:
+    identity = histogram_parity["cpp"]["identity"]
+    assert identity.tolist() == histogram_parity["identity"]
+    assert bool((identity == 1).all())
+
+
+def test_histogram_calibration_and_chosen_ranges_are_bit_identical(histogram_parity) -> None:
+    """C++ continues a Python calibration from its state_dict: the histograms, then the ranges
+    chosen on freeze(), then the eval-mode outputs are the same bit for bit."""
+    cpp = histogram_parity["cpp"]
+    _assert_same(
+        _unprefixed("calibrated.state.", cpp), histogram_parity["calibrated"], "calibrated"
+    )
+    frozen = histogram_parity["frozen"]
+    _assert_same(_unprefixed("frozen.state.", cpp), frozen, "frozen")
+    for i in range(len(HISTOGRAM_SPECS)):
+        assert int(frozen[f"q{i}.mode_code"]) == int(edgeqat.Mode.FROZEN)
+        assert float(frozen[f"q{i}.observed_min"]) < 0.0 < float(frozen[f"q{i}.observed_max"])
+        assert torch.equal(cpp[f"eval_out.q{i}"], histogram_parity["eval_out"][f"q{i}"])
