@@ -292,26 +292,53 @@ class Exporter {
     }
   }
 
+  // As Python's check_bias_link: a layer that simulates the int32 bias must be linked to a
+  // quantizer with its input's scale, or training saw another bias than the int8 model's.
+  void check_bias_link(const Pending& p, const nn::ActQuantImpl& link) {
+    const Module& m = *p.module;
+    const rt::QuantRange range = act_range(link.quantizer, p.path, m);
+    const float scale = build(p.path, m, [&] { return rt::int8_grid(range, p.path); }).scale;
+    const float expected = b_.grid_of(p.input).scale;
+    if (scale != expected) {
+      std::ostringstream os;
+      os.precision(std::numeric_limits<float>::max_digits10);
+      os << "its bias is simulated at the scale of its linked input quantizer (" << scale
+         << "), but its input's int8 scale is " << expected
+         << ": link the ActQuant of its input (set_input_quantizer), or set "
+            "QConfig().quantize_bias(false)";
+      fail(p.path, m, os.str());
+    }
+  }
+
   std::string weighted(const Pending& p, const nn::ActQuantImpl& aq,
                        const rt::QuantRange& out_range) {
     const Module& m = *p.module;
     torch::Tensor weight, bias;
     const nn::FakeQuantizer* wq = nullptr;
     nn::Activation own = nn::Activation::Identity;
+    nn::ActQuant link{nullptr};
+    bool quantize_bias = false;
     if (auto* cb = p.module->as<nn::ConvBn2dImpl>()) {
       std::tie(weight, bias) = cb->folded_weight_and_bias();
       wq = &cb->weight_quant;
       own = cb->options.activation();
+      link = cb->input_quantizer();
+      quantize_bias = cb->options.config().quantize_bias();
     } else if (auto* qc = p.module->as<nn::QuantConv2dImpl>()) {
       weight = qc->weight;
       bias = qc->bias;
       wq = &qc->weight_quant;
+      link = qc->input_quantizer();
+      quantize_bias = qc->options.config().quantize_bias();
     } else {
       auto* ql = p.module->as<nn::QuantLinearImpl>();
       weight = ql->weight;
       bias = ql->bias;
       wq = &ql->weight_quant;
+      link = ql->input_quantizer();
+      quantize_bias = ql->options.config().quantize_bias();
     }
+    if (!link.is_empty() && quantize_bias && bias.defined()) check_bias_link(p, *link);
     const nn::Activation activation = merge_activation(p, own, aq);
     check_exportable(*wq, p.path, m, "weight ");
     const auto [wlo, whi] = (*wq)->quant_range();

@@ -144,6 +144,90 @@ void print_conv_geometry(std::ostream& stream, const Options& o) {
   stream << ", bias=" << (o.bias() ? "true" : "false");
 }
 
+// -- the int32 bias (modules.h, "The int32 bias"; Python's nn/_bias.py, op for op) -----------
+
+// The largest |int32| bias the exporter accepts (GraphBuilder refuses |round(b / s)| above it).
+constexpr double kInt32Max = 2147483647.0;
+
+// The range `q` quantized with in its latest forward (detached; the learned one in Learn mode),
+// or nullopt where its forward returns the float values: Off, a histogram source calibrating
+// (Observe in training mode), no range observed yet.
+std::optional<Range> quantizing_range(const FakeQuantizerImpl& q) {
+  const Mode mode = q.mode();
+  if (mode == Mode::Off) return std::nullopt;
+  if (mode == Mode::Learn) {
+    const auto [lo, hi] = q.learned_range();
+    return Range{lo.detach(), hi.detach()};
+  }
+  if (mode == Mode::Observe && q.is_training() &&
+      q.spec().range_source() == RangeSource::Histogram) {
+    return std::nullopt;
+  }
+  if (!q.has_range()) return std::nullopt;
+  return q.observed_range();
+}
+
+// The fake-quant op's nudged scale of each range, float32 ((hi - lo) / (quant_max - quant_min),
+// divided by a tensor as the op divides), 1.0 for a degenerate range: GraphBuilder's scales.
+torch::Tensor grid_scale(const Range& range, const QuantSpec& spec) {
+  const auto lo = range.first.detach().to(torch::kFloat32);
+  const auto hi = range.second.detach().to(torch::kFloat32);
+  const int64_t quant_min = spec.narrow_range() ? 1 : 0;
+  const auto steps = torch::full(
+      {}, static_cast<double>((int64_t{1} << spec.num_bits()) - 1 - quant_min), lo.options());
+  const auto scale = (hi - lo) / steps;
+  return torch::where(scale > 0, scale, torch::ones_like(scale));
+}
+
+// round(b / s) * s with s = s_in * s_w[c] as GraphBuilder computes the int32 bias (b as
+// float32, s and b / s in float64, ties away from zero, clamped to +-(2^31 - 1)), rounded
+// once to the bias's dtype; gradient straight through to the bias.
+torch::Tensor int32_bias(const torch::Tensor& bias, const Range& input_range,
+                         const QuantSpec& input_spec, const Range& weight_range,
+                         const QuantSpec& weight_spec) {
+  auto scale = grid_scale(input_range, input_spec).to(torch::kFloat64) *
+               grid_scale(weight_range, weight_spec).to(torch::kFloat64);
+  scale = scale.to(bias.device());
+  const auto v = bias.detach().to(torch::kFloat32).to(torch::kFloat64) / scale;
+  // std::round: away from zero from a fractional part of 0.5 on (v - trunc(v) is exact).
+  const auto t = torch::trunc(v);
+  auto q = torch::where((v - t).abs() >= 0.5, t + torch::sign(v), t);
+  q = q.clamp(-kInt32Max, kInt32Max);
+  const auto simulated = (q * scale).to(bias.scalar_type());
+  // Straight-through: the value of `simulated` exactly (b - b is 0), the gradient of `bias`.
+  return simulated + (bias - bias.detach());
+}
+
+// The bias to add in this forward, read after the weight quantizer ran: `bias` itself, or its
+// int32 simulation when linked, config.quantize_bias(), and both quantizers quantize now.
+torch::Tensor bias_for_forward(const torch::Tensor& bias, const std::shared_ptr<ActQuantImpl>& link,
+                               const FakeQuantizerImpl& weight_quant, const QConfig& config) {
+  if (!bias.defined() || !link || !config.quantize_bias()) return bias;
+  const FakeQuantizerImpl& input_quant = *link->quantizer;
+  const auto input_range = quantizing_range(input_quant);
+  if (!input_range) return bias;
+  const auto weight_range = quantizing_range(weight_quant);
+  if (!weight_range) return bias;
+  return int32_bias(bias, *input_range, input_quant.spec(), *weight_range, weight_quant.spec());
+}
+
+std::shared_ptr<ActQuantImpl> link_of(const ActQuant& quantizer) {
+  return quantizer.is_empty() ? nullptr : quantizer.ptr();
+}
+
+std::shared_ptr<ActQuantImpl> link_of(const SharedActQuant& quantizer) {
+  TORCH_CHECK_VALUE(!quantizer.is_empty(),
+                    "set_input_quantizer: got an empty SharedActQuant holder (nullptr)");
+  return quantizer->source.ptr();
+}
+
+void check_not_linked(const std::shared_ptr<ActQuantImpl>& link, const char* owner) {
+  TORCH_CHECK(!link, owner,
+              " linked to an input quantizer cannot be cloned: the copy would still read the "
+              "original model's quantizer; build a new model, link it (set_input_quantizer) and "
+              "torch::load the state into it instead");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -171,8 +255,28 @@ void QuantLinearImpl::reset() {
 void QuantLinearImpl::reset_parameters() { init_weight_and_bias(weight, bias); }
 
 torch::Tensor QuantLinearImpl::forward(const torch::Tensor& x) {
-  return torch::linear(x, weight_quant(weight), bias);
+  const auto w = weight_quant(weight);  // first: the bias reads the range it used
+  return torch::linear(x, w,
+                       bias_for_forward(bias, input_quantizer_, *weight_quant, options.config()));
 }
+
+std::shared_ptr<torch::nn::Module> QuantLinearImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  check_not_linked(input_quantizer_, "QuantLinear");
+  return torch::nn::Cloneable<QuantLinearImpl>::clone(device);
+}
+
+QuantLinearImpl& QuantLinearImpl::set_input_quantizer(const ActQuant& quantizer) {
+  input_quantizer_ = link_of(quantizer);
+  return *this;
+}
+
+QuantLinearImpl& QuantLinearImpl::set_input_quantizer(const SharedActQuant& quantizer) {
+  input_quantizer_ = link_of(quantizer);
+  return *this;
+}
+
+ActQuant QuantLinearImpl::input_quantizer() const { return ActQuant(input_quantizer_); }
 
 void QuantLinearImpl::pretty_print(std::ostream& stream) const {
   stream << "edgeqat::nn::QuantLinear(in_features=" << options.in_features()
@@ -204,8 +308,28 @@ void QuantConv2dImpl::reset() {
 void QuantConv2dImpl::reset_parameters() { init_weight_and_bias(weight, bias); }
 
 torch::Tensor QuantConv2dImpl::forward(const torch::Tensor& x) {
-  return conv2d(options, x, weight_quant(weight), bias);
+  const auto w = weight_quant(weight);  // first: the bias reads the range it used
+  return conv2d(options, x, w,
+                bias_for_forward(bias, input_quantizer_, *weight_quant, options.config()));
 }
+
+std::shared_ptr<torch::nn::Module> QuantConv2dImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  check_not_linked(input_quantizer_, "QuantConv2d");
+  return torch::nn::Cloneable<QuantConv2dImpl>::clone(device);
+}
+
+QuantConv2dImpl& QuantConv2dImpl::set_input_quantizer(const ActQuant& quantizer) {
+  input_quantizer_ = link_of(quantizer);
+  return *this;
+}
+
+QuantConv2dImpl& QuantConv2dImpl::set_input_quantizer(const SharedActQuant& quantizer) {
+  input_quantizer_ = link_of(quantizer);
+  return *this;
+}
+
+ActQuant QuantConv2dImpl::input_quantizer() const { return ActQuant(input_quantizer_); }
 
 void QuantConv2dImpl::pretty_print(std::ostream& stream) const {
   stream << "edgeqat::nn::QuantConv2d(";
@@ -328,14 +452,37 @@ torch::Tensor ConvBn2dImpl::forward(const torch::Tensor& x) {
   if (!w.defined()) {
     const auto weight_q = weight_quant(weight * factor.reshape({-1, 1, 1, 1}));
     y = batch_stats ? forward_batch_stats(x, weight_q, factor)
-                    : conv2d(options, x, weight_q, folded_bias(factor));
+                    : conv2d(options, x, weight_q, folded_bias_for_forward(factor));
   } else if (batch_stats) {
     y = bn(conv2d(options, x, w, bias));
   } else {
-    y = conv2d(options, x, w, folded_bias(factor));
+    y = conv2d(options, x, w, folded_bias_for_forward(factor));
   }
   return apply_activation(y, options.activation());
 }
+
+torch::Tensor ConvBn2dImpl::folded_bias_for_forward(const torch::Tensor& factor) const {
+  // After the weight quantizer ran: the int32 bias reads the range it used.
+  return bias_for_forward(folded_bias(factor), input_quantizer_, *weight_quant, options.config());
+}
+
+std::shared_ptr<torch::nn::Module> ConvBn2dImpl::clone(
+    const std::optional<torch::Device>& device) const {
+  check_not_linked(input_quantizer_, "ConvBn2d");
+  return torch::nn::Cloneable<ConvBn2dImpl>::clone(device);
+}
+
+ConvBn2dImpl& ConvBn2dImpl::set_input_quantizer(const ActQuant& quantizer) {
+  input_quantizer_ = link_of(quantizer);
+  return *this;
+}
+
+ConvBn2dImpl& ConvBn2dImpl::set_input_quantizer(const SharedActQuant& quantizer) {
+  input_quantizer_ = link_of(quantizer);
+  return *this;
+}
+
+ActQuant ConvBn2dImpl::input_quantizer() const { return ActQuant(input_quantizer_); }
 
 torch::Tensor ConvBn2dImpl::forward_batch_stats(const torch::Tensor& x,
                                                 const torch::Tensor& weight_q,

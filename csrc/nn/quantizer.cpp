@@ -284,7 +284,7 @@ QConfig& QConfig::schedule(std::optional<QATSchedule> value) {
 
 bool QConfig::operator==(const QConfig& other) const {
   return weight_ == other.weight_ && activation_ == other.activation_ &&
-         schedule_ == other.schedule_;
+         schedule_ == other.schedule_ && quantize_bias_ == other.quantize_bias_;
 }
 
 // ---------------------------------------------------------------------------

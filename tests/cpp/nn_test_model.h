@@ -14,6 +14,8 @@
 //                shortcut; ReLU fused into the add
 //   mean over H, W, pool_quant SharedActQuant (the block's output grid, as
 //   average pooling in the int8 model), fc QuantLinear 8->classes, logits_quant ActQuant
+// Every layer is linked to the ActQuant of its input (set_input_quantizer: the int8
+// model's int32 bias is simulated), as prepare_qat links a Python model.
 #pragma once
 
 #include <torch/torch.h>
@@ -39,16 +41,26 @@ struct QatNetImpl : torch::nn::Module {
         "dw", qnn::QuantConv2d(qnn::QuantConv2dOptions(8, 8, 3).stride(2).padding(1).groups(8)));
     dw_quant = register_module("dw_quant", qnn::ActQuant());
     torch::nn::Sequential body;
-    body->push_back(qnn::ConvBn2d(qnn::ConvBn2dOptions(8, 16, 1).activation("relu6")));
-    body->push_back(qnn::ActQuant());
-    body->push_back(qnn::ConvBn2d(qnn::ConvBn2dOptions(16, 8, 3).padding(1).groups(8)));
-    body->push_back(qnn::ActQuant());
+    qnn::ConvBn2d expand(qnn::ConvBn2dOptions(8, 16, 1).activation("relu6"));
+    qnn::ActQuant expand_quant;
+    qnn::ConvBn2d project(qnn::ConvBn2dOptions(16, 8, 3).padding(1).groups(8));
+    qnn::ActQuant project_quant;
+    body->push_back(expand);
+    body->push_back(expand_quant);
+    body->push_back(project);
+    body->push_back(project_quant);
     block = register_module(
         "block", qnn::Residual(body, nullptr, qnn::ResidualOptions().activation("relu")));
     // Not registered: SharedActQuant has no state, its source is block.add.out_quant.
     pool_quant = qnn::SharedActQuant(block->add->out_quant);
     fc = register_module("fc", qnn::QuantLinear(8, classes));
     logits_quant = register_module("logits_quant", qnn::ActQuant());
+    // Each layer's input quantizer (the int32 bias); fc's is the pool's, so the add's.
+    stem->set_input_quantizer(input_quant);
+    dw->set_input_quantizer(stem_quant);
+    expand->set_input_quantizer(dw_quant);
+    project->set_input_quantizer(expand_quant);
+    fc->set_input_quantizer(pool_quant);
   }
 
   torch::Tensor forward(const torch::Tensor& x) {

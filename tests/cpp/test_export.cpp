@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -512,4 +513,76 @@ TEST_CASE("export_int8: errors name the module path and type", "[export]") {
     CHECK_THROWS_AS(edgeqat::export_int8_graph(t.net.seq, torch::zeros({3, 16, 16})),
                     c10::ValueError);
   }
+}
+
+TEST_CASE("export_int8: a linked model's simulated bias is the file's int32 bias",
+          "[export][bias]") {
+  torch::manual_seed(3);
+  Net net = make_net();
+  auto& seq = net.seq;
+  auto& body = net.block->body;
+  // Every layer linked to the ActQuant of its input (the 10's is the SharedActQuant's source).
+  auto quant = [](const torch::nn::Sequential& s, size_t i) {
+    return qnn::ActQuant(s->ptr<qnn::ActQuantImpl>(i));
+  };
+  seq->ptr<qnn::ConvBn2dImpl>(1)->set_input_quantizer(quant(seq, 0));
+  seq->ptr<qnn::QuantConv2dImpl>(3)->set_input_quantizer(quant(seq, 2));
+  body->ptr<qnn::ConvBn2dImpl>(0)->set_input_quantizer(quant(seq, 4));
+  body->ptr<qnn::ConvBn2dImpl>(2)->set_input_quantizer(quant(body, 1));
+  seq->ptr<qnn::QuantLinearImpl>(10)->set_input_quantizer(
+      qnn::SharedActQuant(seq->ptr<qnn::SharedActQuantImpl>(8)));
+  train(seq, torch::randn({kClasses, 3, 16, 16}), 12);
+  const auto builder = edgeqat::export_int8_graph(seq, torch::zeros({1, 3, 16, 16}));
+  const json& g = builder.graph();
+
+  // Each layer on a zero input outputs its activation of the bias it adds: float32(bias_q *
+  // (double(s_in) * double(s_w[c]))) with the file's bias_q, bit for bit.
+  struct Layer {
+    std::string name;
+    std::shared_ptr<torch::nn::Module> module;
+    torch::Tensor zeros;
+    qnn::Activation activation;
+  };
+  const std::vector<Layer> layers{
+      {"1", seq->ptr(1), torch::zeros({1, 3, 2, 2}), qnn::Activation::ReLU},
+      {"3", seq->ptr(3), torch::zeros({1, 8, 2, 2}), qnn::Activation::Identity},
+      {"5.body.0", body->ptr(0), torch::zeros({1, 8, 2, 2}), qnn::Activation::ReLU6},
+      {"5.body.2", body->ptr(2), torch::zeros({1, 16, 2, 2}), qnn::Activation::Identity},
+      {"10", seq->ptr(10), torch::zeros({1, 8}), qnn::Activation::Identity}};
+  torch::NoGradGuard no_grad;
+  for (const auto& layer : layers) {
+    INFO("layer " << layer.name);
+    const json& node = find_named(g["nodes"], layer.name);
+    const float s_in = builder.grid_of(node["inputs"][0].get<std::string>()).scale;
+    const std::vector<float>& s_w = builder.weight_scales().at(layer.name);
+    const rt::ConstantData* bias_q = nullptr;
+    for (const auto& c : builder.constants()) {
+      if (c.name == layer.name + ".bias") bias_q = &c;
+    }
+    REQUIRE(bias_q != nullptr);
+    REQUIRE(bias_q->dtype == rt::DType::kInt32);
+    std::vector<int32_t> q(s_w.size());
+    std::memcpy(q.data(), bias_q->bytes.data(), q.size() * sizeof(int32_t));
+    auto want = torch::empty({static_cast<int64_t>(q.size())});
+    for (size_t c = 0; c < q.size(); ++c) {
+      const double s = static_cast<double>(s_in) * static_cast<double>(s_w[c]);
+      want[static_cast<int64_t>(c)] = static_cast<float>(q[c] * s);
+    }
+    if (layer.activation == qnn::Activation::ReLU) want = torch::relu(want);
+    if (layer.activation == qnn::Activation::ReLU6) want = torch::clamp(want, 0.0, 6.0);
+    torch::Tensor out;
+    if (auto* cb = layer.module->as<qnn::ConvBn2dImpl>()) out = cb->forward(layer.zeros);
+    if (auto* qc = layer.module->as<qnn::QuantConv2dImpl>()) out = qc->forward(layer.zeros);
+    if (auto* ql = layer.module->as<qnn::QuantLinearImpl>()) out = ql->forward(layer.zeros);
+    const auto got = out.reshape({1, out.size(1), -1}).select(0, 0).select(1, 0);
+    CHECK(torch::equal(got, want));
+  }
+
+  // A layer linked to another quantizer than its input's is refused; unlinked it exports.
+  seq->ptr<qnn::QuantConv2dImpl>(3)->set_input_quantizer(quant(seq, 11));
+  const auto msg = export_error(seq, torch::zeros({1, 3, 16, 16}));
+  CHECK_THAT(msg, Contains("cannot export module '3' (edgeqat::nn::QuantConv2d)"));
+  CHECK_THAT(msg, Contains("linked input quantizer"));
+  seq->ptr<qnn::QuantConv2dImpl>(3)->set_input_quantizer(qnn::ActQuant(nullptr));
+  CHECK_NOTHROW(edgeqat::export_int8_graph(seq, torch::zeros({1, 3, 16, 16})));
 }

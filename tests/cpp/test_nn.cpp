@@ -999,3 +999,158 @@ TEST_CASE("Module argument errors name the argument and the value", "[nn][errors
   qnn::QuantLinear pt(qnn::QuantLinearOptions(3, 2).config(per_tensor_w));
   CHECK(pt->weight_quant->observed_min.dim() == 0);
 }
+
+// ---------------------------------------------------------------------------
+// The int32 bias (modules.h): a layer linked to its input's ActQuant
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// The nudged float32 scale of [lo, hi] on a grid of `steps` steps; 1 for a one-point range.
+float ref_scale(float lo, float hi, float steps) {
+  const volatile float s = (hi - lo) / steps;
+  return s > 0.0f ? s : 1.0f;
+}
+
+// The int8 model's bias per channel, written out in scalar arithmetic: s = double(s_in) *
+// double(s_w[c]) (8-bit asymmetric input grid, 255 steps; default weight grid, 254 steps,
+// symmetric [-max|w_c|, max|w_c|]), q = std::round(double(b) / s) clamped to +-(2^31 - 1),
+// float(q * s).
+Tensor ref_int32_bias(const Tensor& b, const qnn::FakeQuantizer& input, const Tensor& w) {
+  const auto [in_lo, in_hi] = input->quant_range();
+  const double s_in = ref_scale(in_lo.item<float>(), in_hi.item<float>(), 255.0f);
+  const auto bound = w.detach().abs().reshape({w.size(0), -1}).amax(1);
+  auto out = torch::empty({b.size(0)});
+  for (int64_t c = 0; c < b.size(0); ++c) {
+    const float wb = bound[c].item<float>();
+    const double s = s_in * static_cast<double>(ref_scale(-wb, wb, 254.0f));
+    double q = std::round(static_cast<double>(b[c].item<float>()) / s);
+    q = std::min(std::max(q, -2147483647.0), 2147483647.0);
+    out[c] = static_cast<float>(q * s);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("A layer linked to its input's ActQuant adds the int8 model's int32 bias", "[nn][bias]") {
+  torch::manual_seed(90);
+  qnn::ActQuant aq;
+  qnn::QuantConv2d conv(qnn::QuantConv2dOptions(4, 6, 3).padding(1).groups(2));
+  qnn::QuantConv2d plain(std::dynamic_pointer_cast<qnn::QuantConv2dImpl>(conv->clone()));
+  CHECK(conv->input_quantizer().is_empty());
+  CHECK(&conv->set_input_quantizer(aq) == conv.get());
+  CHECK(conv->input_quantizer().get() == aq.get());
+  // Not state: the same parameters, buffers and children as unlinked.
+  CHECK(keys_of(conv->named_parameters()) == keys_of(plain->named_parameters()));
+  CHECK(keys_of(conv->named_buffers()) == keys_of(plain->named_buffers()));
+  CHECK(conv->children().size() == plain->children().size());
+
+  for (int step = 0; step < 2; ++step) {
+    const auto xq = aq(torch::randn({2, 4, 7, 7}) * (step + 1.0)).detach();
+    const auto y = conv(xq);
+    const auto bias = ref_int32_bias(conv->bias, aq->quantizer, conv->weight);
+    const auto want = torch::conv2d(xq, ref_weight_fq(conv->weight.detach()), bias, 1, 1, 1, 2);
+    CHECK(same(y, want));
+    CHECK_FALSE(same(y, plain(xq)));  // the rounding shows
+    // Straight through: the bias gets the float bias's gradient.
+    const auto grad = torch::randn_like(y);
+    conv->zero_grad();
+    plain->zero_grad();
+    y.backward(grad);
+    plain(xq).backward(grad);
+    CHECK(same(conv->bias.grad(), plain->bias.grad()));
+    CHECK(same(conv->weight.grad(), plain->weight.grad()));
+  }
+
+  // The same for QuantLinear, linked through a SharedActQuant to its source.
+  qnn::QuantLinear fc(6, 3);
+  fc->set_input_quantizer(qnn::SharedActQuant(aq));
+  CHECK(fc->input_quantizer().get() == aq.get());
+  const auto v = aq(torch::randn({5, 6}));
+  CHECK(same(fc(v), torch::linear(v, ref_weight_fq(fc->weight.detach()),
+                                  ref_int32_bias(fc->bias, aq->quantizer, fc->weight))));
+
+  // Float bias: unlinked, QConfig().quantize_bias(false), either quantizer off, no range yet.
+  const auto x = aq(torch::randn({2, 4, 7, 7}));
+  CHECK(qnn::QConfig().quantize_bias());
+  CHECK(qnn::QConfig().quantize_bias(false) != qnn::QConfig());
+  qnn::QuantConv2d off(qnn::QuantConv2dOptions(4, 6, 3).padding(1).groups(2).config(
+      qnn::QConfig().quantize_bias(false)));
+  {
+    torch::NoGradGuard no_grad;
+    off->weight.copy_(conv->weight);
+    off->bias.copy_(conv->bias);
+  }
+  off->set_input_quantizer(aq);
+  CHECK(same(off(x), plain(x)));
+  aq->quantizer->disable();
+  CHECK(same(conv(x), plain(x)));
+  aq->quantizer->observe();
+  conv->weight_quant->disable();
+  plain->weight_quant->disable();
+  CHECK(same(conv(x), plain(x)));
+  conv->weight_quant->observe();
+  plain->weight_quant->observe();
+  qnn::ActQuant fresh;  // never observed
+  conv->set_input_quantizer(fresh);
+  CHECK(same(conv(x), plain(x)));
+  conv->set_input_quantizer(qnn::ActQuant(nullptr));
+  CHECK(conv->input_quantizer().is_empty());
+  CHECK(same(conv(x), plain(x)));
+
+  // Learned input range: the learned one.
+  conv->set_input_quantizer(aq);
+  aq->quantizer->learn();
+  {
+    torch::NoGradGuard no_grad;
+    aq->quantizer->learned_max.mul_(0.75);
+  }
+  const auto want =
+      torch::conv2d(x, ref_weight_fq(conv->weight.detach()),
+                    ref_int32_bias(conv->bias, aq->quantizer, conv->weight), 1, 1, 1, 2);
+  CHECK(same(conv(x), want));
+
+  // clone() is refused while linked (the copy would read this model's quantizer).
+  CHECK_THROWS_WITH(conv->clone(),
+                    Contains("QuantConv2d linked to an input quantizer cannot be cloned"));
+  CHECK_THROWS_WITH(fc->clone(), Contains("QuantLinear linked to an input quantizer"));
+}
+
+TEST_CASE(
+    "ConvBn2d linked to its input's ActQuant: the folded bias as the int32 bias once BN is frozen",
+    "[nn][bias]") {
+  torch::manual_seed(91);
+  qnn::ActQuant aq;
+  qnn::ConvBn2d m(qnn::ConvBn2dOptions(4, 6, 3).padding(1).bias(true).activation("relu"));
+  {
+    torch::NoGradGuard no_grad;
+    m->bn->running_var.uniform_(0.5, 1.5);
+    m->bn->running_mean.normal_();
+    m->bn->weight.uniform_(0.5, 1.5);
+    m->bn->bias.normal_();
+  }
+  qnn::ConvBn2d plain(std::dynamic_pointer_cast<qnn::ConvBn2dImpl>(m->clone()));  // unlinked
+  m->set_input_quantizer(aq);
+  // BN on batch statistics: the float conv bias, as unlinked.
+  const auto x = aq(torch::randn({4, 4, 6, 6})).detach();
+  CHECK(same(m(x), plain->forward(x)));
+  CHECK(same(m->bn->running_mean, plain->bn->running_mean));
+  // BN frozen and eval: conv(x, fq(W'), int32 bias of b').
+  m->freeze_bn();
+  plain->freeze_bn();
+  for (const bool eval : {false, true}) {
+    if (eval) {
+      m->eval();
+      plain->eval();
+    }
+    const auto y = m(x);
+    const auto [w_fold, b_fold] = m->folded_weight_and_bias();
+    const auto want = torch::relu(torch::conv2d(
+        x, ref_weight_fq(w_fold), ref_int32_bias(b_fold, aq->quantizer, w_fold), 1, 1));
+    INFO("eval " << eval);
+    CHECK(same(y, want));
+    CHECK_FALSE(same(y, plain->forward(x)));
+  }
+  CHECK_THROWS_WITH(m->clone(), Contains("ConvBn2d linked to an input quantizer"));
+}

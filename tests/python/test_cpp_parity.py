@@ -76,7 +76,8 @@ class Residual(nn.Module):
 
 class QatNet(nn.Module):
     """The twin of ``edgeqat_test::QatNet`` (tests/cpp/nn_test_model.h): same names, same
-    construction order (so the same seed gives the same weights), same forward."""
+    construction order (so the same seed gives the same weights), same forward, the same
+    input-quantizer links (the int32 bias simulated, as prepare_qat links)."""
 
     def __init__(self, classes: int = CLASSES) -> None:
         super().__init__()
@@ -95,6 +96,12 @@ class QatNet(nn.Module):
         self.pool_quant = SharedActQuant(self.block.add.out_quant)
         self.fc = QuantLinear(8, classes)
         self.logits_quant = ActQuant()
+        # Each layer's input quantizer (the int32 bias); fc's is the pool's, so the add's.
+        self.stem.set_input_quantizer(self.input_quant)
+        self.dw.set_input_quantizer(self.stem_quant)
+        body[0].set_input_quantizer(self.dw_quant)
+        body[2].set_input_quantizer(body[1])
+        self.fc.set_input_quantizer(self.pool_quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.stem_quant(self.stem(self.input_quant(x)))

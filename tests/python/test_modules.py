@@ -833,6 +833,14 @@ def test_bias_stays_float_where_the_int8_model_is_not_simulated():
     layer.set_input_quantizer(hist)
     assert torch.equal(hist(x), x)
     assert torch.equal(layer(x), float_bias(x))
+    # Not calibrating any more, the new data not yet turned into a range (the quantizer's own
+    # forward did not run): the layer has the range chosen, as that forward would.
+    hist.quantizer.eval()
+    assert hist.quantizer._histogram_pending
+    assert torch.equal(layer(x), int_bias(x, hist.quantizer))
+    assert not hist.quantizer._histogram_pending
+    hist.quantizer.train()
+    hist(x)  # more data
     hist.quantizer.freeze()
     xq = hist(x)
     assert torch.equal(layer(xq), int_bias(xq, hist.quantizer))

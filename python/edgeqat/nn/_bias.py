@@ -46,18 +46,22 @@ def grid_scale(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> torch.Ten
 def quantizing_range(quantizer: FakeQuantizer) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The range ``quantizer`` quantized with in its latest forward (detached; the learned one
     in LEARN mode), read after that forward, or ``None`` where its forward returns the float
-    values: turned off (``OFF``), a histogram source calibrating (``OBSERVE`` in training mode:
-    new data not yet turned into a range), or no range observed yet. Reads only the host-side
-    mirrors of the state (no host sync)."""
+    values: turned off (``OFF``), a histogram source calibrating (``OBSERVE`` in training
+    mode), or no range observed yet. After the quantizer's own forward this reads only the
+    host-side mirrors of the state (no host sync, no graph break). Run without that forward
+    first, it reads the state as that forward would (``has_range``; a histogram with new data
+    gets its range chosen), as the C++ twin always does."""
     mode = quantizer._mode
     if mode is Mode.OFF:
         return None
     if mode is Mode.LEARN:
         lo, hi = quantizer.learned_range()
         return lo.detach(), hi.detach()
-    if quantizer._histogram_pending or not quantizer._range_known:
-        return None
     if mode is Mode.OBSERVE and quantizer.training and quantizer.spec.range_source == "histogram":
+        return None
+    if quantizer._histogram_pending:
+        return quantizer.observed_range()
+    if not (quantizer._range_known or quantizer.has_range):
         return None
     return quantizer._derived_range()
 

@@ -171,6 +171,15 @@ class QConfig {
   // edgeqat::nn::attach_schedule(model, *config.schedule()) (edgeqat/nn/schedule.h).
   QConfig& schedule(std::optional<QATSchedule> value);
   const std::optional<QATSchedule>& schedule() const { return schedule_; }
+  // Simulate the int8 model's int32 bias (default true): a QuantConv2d / ConvBn2d /
+  // QuantLinear linked to the ActQuant of its input (set_input_quantizer) adds
+  // round(b / (s_in * s_w[c])) * s_in * s_w[c], the bias the int8 model uses, instead of the
+  // float b (Python's QConfig.quantize_bias; edgeqat/nn/modules.h).
+  QConfig& quantize_bias(bool value) {
+    quantize_bias_ = value;
+    return *this;
+  }
+  bool quantize_bias() const { return quantize_bias_; }
 
   bool operator==(const QConfig& other) const;
   bool operator!=(const QConfig& other) const { return !(*this == other); }
@@ -179,6 +188,7 @@ class QConfig {
   QuantSpec weight_;
   QuantSpec activation_;
   std::optional<QATSchedule> schedule_;
+  bool quantize_bias_ = true;
 };
 
 }  // namespace edgeqat::nn

@@ -44,6 +44,29 @@ enum class Activation { Identity, ReLU, ReLU6 };
 // "none", "relu" or "relu6" (Python: None, "relu", "relu6").
 const char* activation_name(Activation activation);
 
+class ActQuantImpl;
+class ActQuant;
+class SharedActQuant;
+
+// The int32 bias. The int8 model adds a conv / linear bias as an int32 at the accumulator's
+// scale s = s_in * s_w[c] (the input's scale times output channel c's weight scale). A
+// QuantLinear / QuantConv2d / ConvBn2d linked to the ActQuant of its input
+// (set_input_quantizer; a SharedActQuant links its source) and with config.quantize_bias()
+// (default) adds exactly that bias, round(b / s) * s, instead of the float b: the nudged
+// scales of the ranges used in this forward (the input quantizer's; the weight quantizer's,
+// after it observed this weight; learned ones in Learn mode), computed as the exporter's
+// GraphBuilder does (float32 scales, float64 quotient, ties away from zero, clamped to
+// +-(2^31 - 1)); gradient straight through to b, none to the ranges. ConvBn2d: the folded bias
+// b' once BN is frozen and in eval mode (with batch statistics the conv's float bias, as
+// before: BN removes any per-channel constant). The float bias where the int8 model is not
+// simulated: not linked, either quantizer Off or without a range, or the input quantizer a
+// histogram source calibrating. Python's set_input_quantizer (python/edgeqat/nn/_bias.py),
+// op for op, so both give the same bits.
+//
+// The link is not registered (no parameters, buffers or children: the quantizer belongs to the
+// part of the model that produced the input). clone() of a linked layer is refused, as
+// SharedActQuant's: the copy would still read the original model's quantizer.
+
 // ---------------------------------------------------------------------------
 // QuantLinear
 // ---------------------------------------------------------------------------
@@ -59,8 +82,9 @@ struct QuantLinearOptions {
 
 // linear(x, weight_quant(weight), bias). The weight is fake-quantized by
 // weight_quant (config.weight(): by default 8 bits, symmetric, narrow range,
-// one range per output channel, the range of the current weight); the bias
-// stays float (int32 in the int8 model). Initialised as torch::nn::Linear.
+// one range per output channel, the range of the current weight); the bias is
+// the int8 model's int32 bias when linked to the input's ActQuant (above), the
+// float one otherwise. Initialised as torch::nn::Linear.
 //
 // Names: weight [out_features, in_features], bias [out_features] (if bias),
 // weight_quant.{observed_min, observed_max, learned_min, learned_max, mode_code}.
@@ -79,10 +103,23 @@ class QuantLinearImpl : public torch::nn::Cloneable<QuantLinearImpl> {
   void reset_parameters();
   torch::Tensor forward(const torch::Tensor& x);
   void pretty_print(std::ostream& stream) const override;
+  // Refused while linked (see set_input_quantizer).
+  std::shared_ptr<torch::nn::Module> clone(
+      const std::optional<torch::Device>& device = std::nullopt) const override;
+
+  // Links the ActQuant of this layer's input (the int32 bias, above); an empty
+  // holder (nullptr) unlinks. A SharedActQuant links its source.
+  QuantLinearImpl& set_input_quantizer(const ActQuant& quantizer);
+  QuantLinearImpl& set_input_quantizer(const SharedActQuant& quantizer);
+  // The linked ActQuant, an empty holder when not linked.
+  ActQuant input_quantizer() const;
 
   QuantLinearOptions options;
   torch::Tensor weight, bias;  // bias undefined without bias
   FakeQuantizer weight_quant{nullptr};
+
+ private:
+  std::shared_ptr<ActQuantImpl> input_quantizer_;  // not registered
 };
 TORCH_MODULE(QuantLinear);
 
@@ -110,7 +147,9 @@ struct QuantConv2dOptions {
 
 // conv2d(x, weight_quant(weight), bias, stride, padding, dilation, groups):
 // any geometry (depthwise: groups = in_channels), weight fake-quantized per
-// output channel as in QuantLinear, float bias. Initialised as torch::nn::Conv2d.
+// output channel as in QuantLinear; the bias is the int8 model's int32 bias
+// when linked to the input's ActQuant (above), the float one otherwise.
+// Initialised as torch::nn::Conv2d.
 //
 // Names: weight [out_channels, in_channels / groups, kH, kW], bias [out_channels]
 // (if bias), weight_quant.*.
@@ -130,10 +169,21 @@ class QuantConv2dImpl : public torch::nn::Cloneable<QuantConv2dImpl> {
   void reset_parameters();
   torch::Tensor forward(const torch::Tensor& x);
   void pretty_print(std::ostream& stream) const override;
+  // Refused while linked (see set_input_quantizer).
+  std::shared_ptr<torch::nn::Module> clone(
+      const std::optional<torch::Device>& device = std::nullopt) const override;
+
+  // As QuantLinear's: the ActQuant of the input, for the int32 bias.
+  QuantConv2dImpl& set_input_quantizer(const ActQuant& quantizer);
+  QuantConv2dImpl& set_input_quantizer(const SharedActQuant& quantizer);
+  ActQuant input_quantizer() const;
 
   QuantConv2dOptions options;
   torch::Tensor weight, bias;  // bias undefined without bias
   FakeQuantizer weight_quant{nullptr};
+
+ private:
+  std::shared_ptr<ActQuantImpl> input_quantizer_;  // not registered
 };
 TORCH_MODULE(QuantConv2d);
 
@@ -190,6 +240,8 @@ struct ConvBn2dOptions {
 //    float rounding, with one pass over the weight instead of the output);
 // gamma = 0 channels (f = 0): the training path uses the float weight there
 // instead of fq(W') / f, so no 0 / 0; BN's output for the channel is still beta.
+// Linked to the input's ActQuant (set_input_quantizer, see "The int32 bias"
+// above), b' is the int8 model's int32 bias; the batch-statistics path keeps b.
 //
 // Names: weight, bias (if bias), weight_quant.*, bn.{weight, bias,
 // running_mean, running_var, num_batches_tracked}, bn_frozen (bool 0-dim buffer).
@@ -222,6 +274,14 @@ class ConvBn2dImpl : public torch::nn::Cloneable<ConvBn2dImpl> {
   // quantize with weight_quant->quant_range()), b' [out_channels].
   std::pair<torch::Tensor, torch::Tensor> folded_weight_and_bias() const;
 
+  // Refused while linked (see set_input_quantizer).
+  std::shared_ptr<torch::nn::Module> clone(
+      const std::optional<torch::Device>& device = std::nullopt) const override;
+  // As QuantLinear's: the ActQuant of the input, for the int32 bias b'.
+  ConvBn2dImpl& set_input_quantizer(const ActQuant& quantizer);
+  ConvBn2dImpl& set_input_quantizer(const SharedActQuant& quantizer);
+  ActQuant input_quantizer() const;
+
   ConvBn2dOptions options;
   torch::Tensor weight, bias;  // bias undefined without bias
   FakeQuantizer weight_quant{nullptr};
@@ -231,8 +291,12 @@ class ConvBn2dImpl : public torch::nn::Cloneable<ConvBn2dImpl> {
  private:
   torch::Tensor fold_factor() const;
   torch::Tensor folded_bias(const torch::Tensor& factor) const;
+  // folded_bias(factor), the int8 model's int32 bias when linked.
+  torch::Tensor folded_bias_for_forward(const torch::Tensor& factor) const;
   torch::Tensor forward_batch_stats(const torch::Tensor& x, const torch::Tensor& weight_q,
                                     const torch::Tensor& factor);
+
+  std::shared_ptr<ActQuantImpl> input_quantizer_;  // not registered
 };
 TORCH_MODULE(ConvBn2d);
 
