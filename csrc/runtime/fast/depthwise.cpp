@@ -106,7 +106,7 @@ void depthwise_run(const IsaKernels& isa, KernelContext* ctx, const DepthwiseCon
     src = expanded;
   }
   const int cp = padded_channels(channels);
-  const int threads = thread_count(c);
+  const int threads = thread_count(c, int64_t{out.n} * out.h * out.w * cp * taps);
   res.thread_scratch_reserve(threads, depthwise_scratch_bytes(taps, cp));
   const int64_t image = int64_t{in.h} * in.w * channels;
   // Tasks: output rows, and with several threads and few rows also blocks of 64 channels, so
@@ -117,7 +117,7 @@ void depthwise_run(const IsaKernels& isa, KernelContext* ctx, const DepthwiseCon
   if (threads > 1 && rows < 8 * threads) split = std::min(blocks, (8 * threads + rows - 1) / rows);
   const int per_split = (blocks + split - 1) / split;
   split = (blocks + per_split - 1) / per_split;
-  parallel_for(c, rows * split, [&](int task, int thread) {
+  parallel_for(c, threads, rows * split, [&](int task, int thread) {
     const int row = task / split, part = task % split;
     const int b = row / out.h, oy = row % out.h;
     DepthwiseRowArgs a{};

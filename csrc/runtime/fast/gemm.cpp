@@ -301,7 +301,7 @@ void conv2d_gemm(KernelContext* ctx, const ConvParams& p, const QuantizedMultipl
   // Blocking: a task packs `mc` rows of A (about kABlockBytes, kept in L2) and multiplies them
   // by a range of B panels. With several threads, at least ~4 row blocks per thread (balance);
   // too few rows (small images, fully connected) also split the output channels.
-  const int threads = thread_count(c);
+  const int threads = thread_count(c, m_total * groups * cout_g * w.depth);
   const int64_t mr = isa.mr;
   int64_t mc = std::max<int64_t>(mr, static_cast<int64_t>(kABlockBytes / lda) / mr * mr);
   mc = std::min(mc, round_up(m_total, mr));
@@ -322,7 +322,7 @@ void conv2d_gemm(KernelContext* ctx, const ConvParams& p, const QuantizedMultipl
   const auto tasks = static_cast<int>(int64_t{groups} * m_blocks * n_split);
 
   res.thread_scratch_reserve(threads, static_cast<size_t>(mc) * lda + 64);
-  parallel_for(c, tasks, [&](int task, int thread) {
+  parallel_for(c, threads, tasks, [&](int task, int thread) {
     const int split = task % n_split;
     const int64_t rest = task / n_split;
     const int64_t mb = rest % m_blocks;
@@ -413,10 +413,10 @@ void fully_connected_gemv(const IsaKernels& isa, KernelContext& c, const FullyCo
       isa.prepare_stage,
       res.shared(4, static_cast<size_t>(round_up(n, 64)) * kPreparedBytesPerChannel), 1, n, stage);
   // Threads split the output channels in blocks of 64.
-  const int threads = thread_count(c);
+  const int threads = thread_count(c, int64_t{s.batch} * n * depth);
   const int tasks = threads > 1 ? ceil_div(n, 64) : 1;
   const int per_task = threads > 1 ? 64 : round_up(n, 64);
-  parallel_for(c, tasks, [&](int task, int /*thread*/) {
+  parallel_for(c, threads, tasks, [&](int task, int /*thread*/) {
     GemvArgs g{};
     g.a = a;
     g.lda = lda;

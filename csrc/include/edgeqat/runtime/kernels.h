@@ -31,6 +31,10 @@ class KernelResources;  // the fast kernels' thread pool and scratch memory (fas
 //
 // May be null: fast kernels then run single-threaded with scratch of their own (allocated per
 // call). The reference kernels ignore it. Results never depend on num_threads.
+// KernelContext::min_parallel_work's default: ~2^18 MACs take ~5 us on one core, about what
+// a pool hand-off and join cost (see csrc/runtime/fast/context.h).
+inline constexpr int64_t kDefaultMinParallelWork = int64_t{1} << 18;
+
 struct KernelContext {
   KernelContext() noexcept;
   KernelContext(int threads) noexcept;  // NOLINT(google-explicit-constructor): KernelContext{4}
@@ -39,6 +43,11 @@ struct KernelContext {
   ~KernelContext();
 
   int num_threads = 1;  // values below 1 act as 1
+  // A fast kernel call with less work than this (multiply-accumulates, or taps x outputs) runs
+  // on the calling thread alone: handing it to the pool costs more than it saves. 0 splits
+  // every call over num_threads (the tests use it, to exercise the threaded paths on small
+  // shapes). Results never depend on it.
+  int64_t min_parallel_work = kDefaultMinParallelWork;
 
   // Internal to the fast kernels; null until a fast kernel first runs with this context.
   std::unique_ptr<detail::KernelResources> resources;
