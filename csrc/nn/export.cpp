@@ -127,7 +127,7 @@ rt::QuantRange act_range(const nn::FakeQuantizer& q, const std::string& path, co
   return r;
 }
 
-// PyTorch's pooled size (pooling_output_shape), for the ceil_mode check.
+// PyTorch's pooled size (pooling_output_shape), for ceil_mode.
 int64_t pooled_size(int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d, bool ceil) {
   const int64_t span = in + 2 * pad - d * (k - 1) - 1 + (ceil ? s - 1 : 0);
   int64_t out = (span >= 0 ? span / s : -((-span + s - 1) / s)) + 1;
@@ -430,19 +430,21 @@ class Exporter {
     const auto pad = pair_of(o.padding(), path, m, "padding");
     w.padding = {pad[0], pad[1], pad[0], pad[1]};
     if (o.ceil_mode()) {
+      // PyTorch's ceil_mode lets the last window hang over the bottom / right edge; extra
+      // padding there gives the same output size, and the int8 pools skip padding taps as
+      // PyTorch skips the overhang (max: never wins; average: not counted), as Python's export.
       const auto& shape = b_.shape_of(x);
       if (shape.size() != 3) fail(path, m, "expects an image [C, H, W], got " + shape_str(shape));
       for (size_t i = 0; i < 2; ++i) {
-        const int64_t floor_size =
-            pooled_size(shape[i + 1], w.kernel[i], w.stride[i], pad[i], dilation[i], false);
-        const int64_t ceil_size =
-            pooled_size(shape[i + 1], w.kernel[i], w.stride[i], pad[i], dilation[i], true);
-        if (floor_size != ceil_size) {
+        const int64_t in = shape[i + 1], k = w.kernel[i], s = w.stride[i], p = pad[i];
+        const int64_t out = pooled_size(in, k, s, p, dilation[i], true);
+        const int64_t extra = std::max<int64_t>(0, (out - 1) * s + k - (in + 2 * p));
+        if ((in + 2 * p + extra - k) / s + 1 != out) {
           fail(path, m,
-               "ceil_mode=true changes the pooled size (" + std::to_string(ceil_size) +
-                   " instead of " + std::to_string(floor_size) + " from " +
-                   std::to_string(shape[i + 1]) + "); the int8 pool has no ceil_mode");
+               "ceil_mode=true: cannot express the pooled size " + std::to_string(out) + " from " +
+                   std::to_string(in) + " with padding");
         }
+        w.padding[i + 2] = static_cast<int>(p + extra);  // {top, left, bottom, right}
       }
     }
     return w;
