@@ -1,7 +1,11 @@
-"""Builds the standalone C++ example (examples/cpp) against the installed
-edgeqat CMake package and runs it: find_package(edgeqat), the edgeqat::edgeqat
-target, the installed headers and LibTorch training through edgeqat's C++
-autograd, with no Python in the process."""
+"""Builds the standalone C++ examples against the installed edgeqat CMake package and runs
+them, with no Python in their processes:
+
+- examples/cpp: find_package(edgeqat), the edgeqat::edgeqat target, the installed headers and
+  LibTorch training through edgeqat's C++ autograd;
+- examples/cpp/runtime_only: find_package(edgeqat COMPONENTS runtime) with Torch made
+  unfindable, edgeqat::edgeqat_runtime alone, running a model exported from Python: its outputs
+  equal edgeqat.Int8Model's."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch  # noqa: E402
 import edgeqat  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
+RUNTIME_EXAMPLE = EXAMPLE / "runtime_only"
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -32,19 +37,18 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def example_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    build = tmp_path_factory.mktemp("cpp_example_build")
+def _build(source: Path, build: Path, target: str, *extra: str) -> Path:
     configure = [
         "cmake",
         "-S",
-        str(EXAMPLE),
+        str(source),
         "-B",
         str(build),
         "-DCMAKE_BUILD_TYPE=Release",
         # Exactly what the example's README tells users to pass: the package
         # must find Torch by itself.
         f"-DCMAKE_PREFIX_PATH={edgeqat.cmake_prefix_path}",
+        *extra,
     ]
     if shutil.which("ninja"):
         configure += ["-G", "Ninja"]
@@ -53,9 +57,57 @@ def example_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
         configure.append(f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}")
     _run(configure)
     _run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)])
-    binary = build / "qat_linear"
+    binary = build / target
     assert binary.is_file(), f"{binary} was not built"
     return binary
+
+
+@pytest.fixture(scope="module")
+def example_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(EXAMPLE, tmp_path_factory.mktemp("cpp_example_build"), "qat_linear")
+
+
+def test_runtime_only_program_needs_no_torch(tmp_path: Path) -> None:
+    """find_package(edgeqat COMPONENTS runtime) with Torch unfindable
+    (CMAKE_DISABLE_FIND_PACKAGE_Torch): it configures, builds, links no torch library, and
+    runs an exported model exactly as Int8Model does."""
+    binary = _build(
+        RUNTIME_EXAMPLE, tmp_path / "build", "run_int8", "-DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON"
+    )
+    cache = (binary.parent / "CMakeCache.txt").read_text()
+    assert not re.search(r"^Torch_DIR:PATH=.+$", cache, re.MULTILINE), "Torch was looked up"
+    ldd = _run(["ldd", str(binary)]).stdout
+    assert not re.search(r"lib(torch|c10)", ldd), ldd
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 5),
+    )
+    example = torch.randn(2, 3, 8, 8)
+    qat = edgeqat.prepare_qat(model, example_inputs=example).train()
+    with torch.no_grad():
+        for _ in range(3):
+            qat(torch.randn(16, 3, 8, 8))
+    qat.eval()
+    path = tmp_path / "model.eq8"
+    int8 = edgeqat.export(qat, path, example_inputs=example[:1])
+    x = torch.randn(4, 3, 8, 8)
+    x.numpy().astype("<f4").tofile(tmp_path / "x.f32")
+    proc = _run([str(binary), str(path), str(tmp_path / "x.f32"), "4", "2"])
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("input ") and lines[0].endswith("[3, 8, 8]"), proc.stdout
+    assert lines[1].endswith("[5]"), proc.stdout
+    got = torch.tensor([[float(v) for v in line.split()] for line in lines[2:]])
+    assert torch.equal(got, int8(x)), (got, int8(x))
+    # A bad file is a clear error and exit status 1, not a crash.
+    (tmp_path / "bad.eq8").write_bytes(b"EQINT8\r\n" + bytes(100))
+    bad = subprocess.run([str(binary), str(tmp_path / "bad.eq8")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "run_int8: " in bad.stderr, bad.stderr
 
 
 def test_example_uses_the_installed_package(example_binary: Path) -> None:
