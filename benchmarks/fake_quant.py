@@ -31,7 +31,6 @@ import argparse
 import gc
 import math
 import os
-import platform
 import re
 import statistics
 import sys
@@ -39,8 +38,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import _table  # benchmarks/_table.py (the script's own folder is on sys.path)
+import _common  # benchmarks/_common.py (the script's own folder is on sys.path)
 import torch
+from _common import cpu_model, load_average
 from torch.utils import benchmark
 
 import edgeqat
@@ -333,17 +333,6 @@ def run_section(
 # --------------------------------------------------------------------------- report
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 NOISY = 0.10  # blocks' interquartile range / median above which a time is marked
 
 
@@ -409,7 +398,7 @@ RATIO_LEGEND = (
 
 def print_table(sections: list[Section], markdown: bool) -> None:
     right = [False, False, False, False, True, True, True, True, True, True]
-    _table.print_table(HEADER, right, [table_rows(s) for s in sections], markdown)
+    _common.print_table(HEADER, right, [table_rows(s) for s in sections], markdown)
 
 
 def allocation_notes(sections: list[Section]) -> list[str]:
@@ -497,14 +486,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.min_run_time = 0.2 if args.quick else 1.0
     args.min_blocks = 3 if args.quick else 5
     return args
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg", encoding="utf-8") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def describe(args: argparse.Namespace) -> list[str]:

@@ -56,7 +56,6 @@ import copy
 import gc
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -65,9 +64,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-import _table  # benchmarks/_table.py (the script's own folder is on sys.path)
+import _common  # benchmarks/_common.py (the script's own folder is on sys.path)
 import numpy as np
 import torch
+from _common import cpu_model, load_average, parse_list
 from torch import nn
 
 import edgeqat
@@ -356,17 +356,6 @@ def agreement(built: Built, names: list[str], threads: int) -> str:
 # --------------------------------------------------------------------------- report
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -427,14 +416,6 @@ def runtime_build() -> str:
     except Exception:  # no git, not a checkout: the build time alone
         state = "git state unknown"
     return f"runtime module built {built} ({state})"
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg", encoding="utf-8") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def describe(args: argparse.Namespace) -> list[str]:
@@ -538,7 +519,7 @@ def print_table(cells: list[Cell], markdown: bool) -> None:
     for cell in cells:
         key = (cell.built.model_name, cell.built.size)
         groups.setdefault(key, []).extend(table_rows(cell))
-    _table.print_table(HEADER, RIGHT, list(groups.values()), markdown)
+    _common.print_table(HEADER, RIGHT, list(groups.values()), markdown)
 
 
 def check_targets(cells: list[Cell]) -> list[tuple[bool | None, str]]:
@@ -577,22 +558,6 @@ def check_targets(cells: list[Cell]) -> list[tuple[bool | None, str]]:
 
 
 # --------------------------------------------------------------------------- main
-
-
-def parse_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if items == ["all"]:
-            return list(choices)
-        bad = [t for t in items if t not in choices]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated subset of {', '.join(choices)} (or 'all'), "
-                f"got {text!r}"
-            )
-        return [c for c in choices if c in items]  # canonical order
-
-    return parse
 
 
 def parse_ints(minimum: int, what: str) -> Callable[[str], list[int]]:

@@ -42,7 +42,6 @@ import copy
 import gc
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,9 +49,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-import _table  # benchmarks/_table.py (the script's own folder is on sys.path)
+import _common  # benchmarks/_common.py (the script's own folder is on sys.path)
 import torch
 import torch.nn.functional as F
+from _common import cpu_model, load_average, parse_list
 from torch import nn
 
 import edgeqat
@@ -332,25 +332,6 @@ def print_profiles(
 # --------------------------------------------------------------------------- report
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg", encoding="utf-8") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def transparent_hugepages() -> str:
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="utf-8") as f:
@@ -422,7 +403,7 @@ def table_rows(config: Config) -> list[list[str]]:
 
 
 def print_table(configs: list[Config], markdown: bool) -> None:
-    _table.print_table(HEADER, RIGHT, [table_rows(c) for c in configs], markdown)
+    _common.print_table(HEADER, RIGHT, [table_rows(c) for c in configs], markdown)
 
 
 def check_targets(configs: list[Config]) -> list[tuple[bool, str]]:
@@ -470,22 +451,6 @@ def notes(configs: list[Config]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- main
-
-
-def parse_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if items == ["all"]:
-            return list(choices)
-        bad = [t for t in items if t not in choices]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated subset of {', '.join(choices)} (or 'all'), "
-                f"got {text!r}"
-            )
-        return [c for c in choices if c in items]  # canonical order
-
-    return parse
 
 
 def parse_sizes(text: str) -> list[int]:
