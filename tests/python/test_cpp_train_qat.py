@@ -16,6 +16,7 @@ pointing at the four files).
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
@@ -143,6 +144,27 @@ def test_short_schedule_trains_and_int8_matches_the_simulation(
         predicted = torch.cat([int8(images[i : i + 1000]).argmax(1) for i in range(0, 10000, 1000)])
     python_acc = 100.0 * (predicted == labels).double().mean().item()
     assert abs(python_acc - int8_acc) < 0.015, (python_acc, int8_acc)
+
+
+def test_reads_unzipped_files_from_data(binary: Path, tmp_path: Path) -> None:
+    """--data with the IDX files already unzipped (no .gz) reads them as they are."""
+    source = _data_dir()
+    if source is None:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in FILES:
+        gz = source / f"{name}.gz"
+        if gz.is_file():
+            (raw / name).write_bytes(gzip.decompress(gz.read_bytes()))
+        else:
+            shutil.copy(source / name, raw / name)
+    proc = _run(
+        [str(binary), "--data", str(raw), "--float-steps", "4", "--qat-steps", "4"]
+        + ["--calibration-batches", "1", "--out", str(tmp_path / "out")]
+    )
+    assert f"Fashion-MNIST from {raw}: 60000 training, 10000 test images" in proc.stdout
+    assert (tmp_path / "out" / "qat.eq8").is_file(), proc.stdout
 
 
 def test_missing_dataset_says_how_to_install_it(binary: Path, tmp_path: Path) -> None:
