@@ -215,11 +215,7 @@ def _load_data(args):
 
     if args.image_folder is not None:
         return data.image_folder(args.image_folder, args.image_size)
-    if args.data_dir is not None:
-        import os
-
-        os.environ["EDGEQAT_FASHION_MNIST"] = str(args.data_dir)
-    return data.fashion_mnist(args.image_size, args.train_limit, args.test_limit)
+    return data.fashion_mnist(args.image_size, args.train_limit, args.test_limit, args.data_dir)
 
 
 def main(argv=None, prog: str | None = None) -> int:

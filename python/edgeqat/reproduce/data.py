@@ -86,10 +86,13 @@ class Data:
                 yield to_model_input(self.train_images[idx], self.image_size)
 
 
-def fashion_mnist(image_size: int, train_limit: int | None, test_limit: int | None) -> Data:
-    """Fashion-MNIST; raises :class:`edgeqat.data.DatasetError` when the files are missing."""
-    train_images, train_labels = load_fashion_mnist("train", limit=train_limit)
-    test_images, test_labels = load_fashion_mnist("test", limit=test_limit)
+def fashion_mnist(
+    image_size: int, train_limit: int | None, test_limit: int | None, root: Path | None = None
+) -> Data:
+    """Fashion-MNIST (from ``root``, default ``$EDGEQAT_FASHION_MNIST`` or Debian's folder);
+    raises :class:`edgeqat.data.DatasetError` when the files are missing."""
+    train_images, train_labels = load_fashion_mnist("train", root=root, limit=train_limit)
+    test_images, test_labels = load_fashion_mnist("test", root=root, limit=test_limit)
     return Data("Fashion-MNIST", train_images, train_labels, test_images, test_labels, image_size)
 
 
