@@ -4,12 +4,16 @@ tiny end-to-end run (stopped after the float phase, then resumed) writing the ta
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import edgeqat
 from edgeqat.data import DatasetError, load_fashion_mnist
 from edgeqat.reproduce.cli import console, main, parse_args
 from edgeqat.reproduce.models import build_model
@@ -174,3 +178,40 @@ def test_tiny_run_stopped_after_float_then_resumed(tmp_path: Path, capsys) -> No
     assert "QAT 4-bit: done before" in capsys.readouterr().out
     assert main([*TINY, "--out", str(out), "--qat-steps", "11"]) == 2
     assert "qat_steps 10 -> 11" in capsys.readouterr().err
+
+
+def test_module_entry_point_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeqat.reproduce", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: python -m edgeqat.reproduce" in proc.stdout
+    assert "--stop-after" in proc.stdout
+
+
+def test_image_folder_run(tmp_path: Path, capsys) -> None:
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "images" / split / label
+            folder.mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+                image.fromarray(pixels).save(folder / f"{i}.png")
+    out = tmp_path / "out"
+    argv = [
+        "--image-folder", str(tmp_path / "images"), "--models", "mobilenet_v2",
+        "--width-mult", "0.25", "--float-steps", "2", "--qat-steps", "2", "--batch", "4",
+        "--calibration-batches", "1", "--w4", "none", "--no-plots", "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "ImageFolder" in capsys.readouterr().out
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert [(r["model"], r["weight_bits"]) for r in rows] == [("mobilenet_v2", 8)]
+    int8 = edgeqat.Int8Model.load(out / "mobilenet_v2" / "qat_w8.eq8")
+    assert int8.inputs[0]["shape"] == [3, 32, 32]
+    assert int8(torch.zeros(1, 3, 32, 32)).shape == (1, 2)  # two classes
