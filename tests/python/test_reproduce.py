@@ -115,14 +115,15 @@ def _train(model, data, checkpoint: Path) -> dict:
 
 def test_interrupted_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    reference = nn.Linear(8, 2)
-    interrupted = nn.Linear(8, 2)
+    reference = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    interrupted = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 2))
     interrupted.load_state_dict(reference.state_dict())
     _train(reference, _Data(), tmp_path / "reference.ckpt")
 
     with pytest.raises(KeyboardInterrupt):  # stopped during step 7: checkpoint of step 4
         _train(interrupted, _Data(fail_at=6), tmp_path / "run.ckpt")
     assert torch.load(tmp_path / "run.ckpt", weights_only=False)["step"] == 4
+    torch.manual_seed(99)  # a new process: the random state of dropout comes from the checkpoint
     resumed_data = _Data()
     history = _train(interrupted, resumed_data, tmp_path / "run.ckpt")
     assert resumed_data.drawn == 6  # steps 5..10 only

@@ -253,6 +253,13 @@ def main(argv=None, prog: str | None = None) -> int:
     except StopRequested as stop:
         print(f"{stop}; rerun without --stop-after to resume")
         return 0
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished phases are in {args.out / 'results.json'}, training "
+            "resumes from its last checkpoint when the same command runs again",
+            file=sys.stderr,
+        )
+        return 130
     table = rows(results.data)
     md, js = write_tables(table, settings(args), args.out)
     print("\n" + markdown(table))

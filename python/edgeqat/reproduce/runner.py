@@ -35,6 +35,8 @@ class Results:
     def __init__(self, path: Path, settings: dict, fresh: bool) -> None:
         self.path = path
         self.data = {"settings": settings, "models": {}}
+        if fresh and path.exists():
+            path.unlink()
         if path.exists() and not fresh:
             old = json.loads(path.read_text())
             changed = {
@@ -111,7 +113,7 @@ def _float_phase(name, args, data, results, folder: Path, log) -> torch.nn.Modul
             checkpoint_every=args.checkpoint_every,
             log=log,
         )
-    top1 = evaluate(model, data, args.device)
+    top1 = evaluate(model.to(args.device), data, args.device)
     model.cpu()
     save_atomic(model.state_dict(), weights)
     seconds = time.perf_counter() - start

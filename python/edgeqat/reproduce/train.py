@@ -2,9 +2,9 @@
 
 A phase trains ``steps`` steps of Adam with cosine decay on random batches. Every
 ``checkpoint_every`` steps and at the end it writes a checkpoint (model, optimizer, scheduler,
-batch generator, step, history) atomically; :func:`train` given an existing checkpoint
-continues from its step, drawing the same batches it would have drawn without the
-interruption.
+batch generator, torch's random state for dropout, step, history) atomically; :func:`train`
+given an existing checkpoint continues from its step, drawing the same batches (and dropout
+masks, on the CPU) it would have drawn without the interruption.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def train(
     """Train ``model`` in place; returns the history ``{"step": [...], "loss": [...],
     "lr": [...], "ranges": {quantizer: [[lo, hi], ...]}, "seconds": s}`` (one entry per log
     point: every epoch, at least ten per phase)."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # the batches
+    torch.manual_seed(seed)  # dropout: a resumed run draws what the uninterrupted one would
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
@@ -81,6 +82,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
         history, start_step = state["history"], state["step"]
         log(f"{desc}: resuming from {checkpoint} at step {start_step}/{steps}")
 
@@ -91,6 +93,7 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
                 "history": history,
                 "step": step,
             },
