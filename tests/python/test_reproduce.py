@@ -63,6 +63,9 @@ def test_quick_preset_and_overrides() -> None:
 def test_console_needs_the_subcommand(capsys) -> None:
     assert console(["train"]) == 2
     assert "edgeqat reproduce" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        console(["reproduce", "--models", "vgg16"])
+    assert "usage: edgeqat reproduce" in capsys.readouterr().err
 
 
 def test_missing_dataset_exits_2(tmp_path: Path, capsys) -> None:
@@ -151,8 +154,14 @@ def test_tiny_run_stopped_after_float_then_resumed(tmp_path: Path, capsys) -> No
     assert not (out / "table.md").exists()
     float_weights = (out / "mobilenet_v2" / "float.pt").read_bytes()
 
+    assert main([*TINY, "--out", str(out), "--stop-after", "ptq"]) == 0
+    assert "--stop-after ptq" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]["mobilenet_v2"]) == {"float", "ptq_w8"}
+
     assert main([*TINY, "--out", str(out)]) == 0
     second = capsys.readouterr().out
+    assert "mobilenet_v2 PTQ 8-bit: done before" in second
     assert "mobilenet_v2 float: done before" in second
     assert "float: epoch" not in second  # the float phase was not trained again
     assert (out / "mobilenet_v2" / "float.pt").read_bytes() == float_weights
