@@ -1,5 +1,6 @@
-"""python -m edgeqat.reproduce: argument errors, resuming an interrupted training phase, and a
-tiny end-to-end run (stopped after the float phase, then resumed) writing the table and plots."""
+"""python -m edgeqat.reproduce: argument errors, resuming an interrupted training phase, and
+tiny end-to-end runs (stopped after the float phase, then resumed) writing the table and plots
+(marked slow: they read Fashion-MNIST; skipped when it is not installed)."""
 
 from __future__ import annotations
 
@@ -142,6 +143,7 @@ TINY = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow  # end-to-end on real data: about 10 s on 2 idle cores
 def test_tiny_run_stopped_after_float_then_resumed(tmp_path: Path, capsys) -> None:
     _fashion_mnist_or_skip()
     out = tmp_path / "out"
@@ -225,3 +227,19 @@ def test_image_folder_run(tmp_path: Path, capsys) -> None:
     int8 = edgeqat.Int8Model.load(out / "mobilenet_v2" / "qat_w8.eq8")
     assert int8.inputs[0]["shape"] == [3, 32, 32]
     assert int8(torch.zeros(1, 3, 32, 32)).shape == (1, 2)  # two classes
+
+
+@pytest.mark.slow  # end-to-end on real data: about 10 s on 2 idle cores
+def test_tiny_run_with_learned_ranges(tmp_path: Path, capsys) -> None:
+    _fashion_mnist_or_skip()
+    out = tmp_path / "out"
+    argv = [*TINY, "--w4", "none", "--learn-ranges", "--qat-lr", "1e-2", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["learn_ranges"] is True
+    ranges = results["models"]["mobilenet_v2"]["qat_w8"]["history"]["ranges"]
+    assert ranges
+    # One entry per step; from step 3 of 10 on the ranges are parameters trained by gradient.
+    moved = [values[2] != values[-1] for values in ranges.values()]
+    assert any(moved)
+    assert (out / "mobilenet_v2" / "qat_w8.eq8").is_file()

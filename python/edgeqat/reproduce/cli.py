@@ -121,6 +121,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--float-lr", type=_positive("--float-lr", float), default=3e-3)
     p.add_argument("--qat-lr", type=_positive("--qat-lr", float), default=1e-4)
     p.add_argument(
+        "--learn-ranges",
+        action="store_true",
+        help="QAT trains the ranges by gradient after the first quarter (default: observed, "
+        "frozen for the last quarter)",
+    )
+    p.add_argument(
         "--image-size",
         type=_positive("--image-size"),
         default=32,
@@ -200,6 +206,7 @@ def settings(args) -> dict:
         "width_mult": args.width_mult,
         "float_lr": args.float_lr,
         "qat_lr": args.qat_lr,
+        "learn_ranges": args.learn_ranges,
         "image_size": args.image_size,
         "float_weights": {k: str(v) for k, v in args.float_weights.items()},
         "train_limit": args.train_limit,

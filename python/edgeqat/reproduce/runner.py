@@ -154,7 +154,12 @@ def _qat_phase(name, bits, float_model, args, data, results, folder: Path, log) 
     start = time.perf_counter()
     example = data.example_input()
     steps = args.qat_steps
-    schedule = edgeqat.QATSchedule(freeze_bn_step=steps // 2, freeze_observers_step=steps * 3 // 4)
+    if args.learn_ranges:  # ranges observed for a quarter, then trained by gradient
+        schedule = edgeqat.QATSchedule(freeze_bn_step=steps // 2, learn_ranges_step=steps // 4)
+    else:  # ranges observed (EMA) for three quarters, then frozen
+        schedule = edgeqat.QATSchedule(
+            freeze_bn_step=steps // 2, freeze_observers_step=steps * 3 // 4
+        )
     qat = edgeqat.prepare_qat(float_model, weight_config(bits, schedule), example_inputs=example)
     # Start from calibrated ranges; they keep following the data (EMA) while training.
     edgeqat.calibrate(qat, data.calibration_batches(args.calibration_batches), freeze=False)
