@@ -3,7 +3,7 @@
 PY ?= python3
 BUILD_DIR ?= build/python
 
-.PHONY: deps build test test-cpp test-python demo bench format lint clean
+.PHONY: deps build test test-cpp test-python reproduce demo bench format lint clean
 
 deps:          ## apt + pip dependencies (Debian; pins torch==2.13.0)
 	bash .ci/install-deps
@@ -20,6 +20,9 @@ test-cpp: build
 
 test-python: build
 	$(PY) -m pytest tests/python
+
+reproduce: build  ## the float / QAT / PTQ table, reduced schedule (~7 min on 2 cores; docs/reproduce.md)
+	$(PY) -m edgeqat.reproduce --quick
 
 demo: build    ## QAT on Fashion-MNIST -> int8 export -> accuracy in the int8 runtime
 	$(PY) examples/python/qat_fashion_mnist.py
