@@ -9,7 +9,6 @@ them, with no Python in their processes:
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ if shutil.which("cmake") is None:
     pytest.skip("cmake is not installed", allow_module_level=True)
 
 import torch  # noqa: E402
+from cmake_example import build_example, run_checked  # noqa: E402
 
 import edgeqat  # noqa: E402
 
@@ -28,55 +28,21 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
 RUNTIME_EXAMPLE = EXAMPLE / "runtime_only"
 
 
-def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} exited with {proc.returncode}\n"
-        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    )
-    return proc
-
-
-def _build(source: Path, build: Path, target: str, *extra: str) -> Path:
-    configure = [
-        "cmake",
-        "-S",
-        str(source),
-        "-B",
-        str(build),
-        "-DCMAKE_BUILD_TYPE=Release",
-        # Exactly what the example's README tells users to pass: the package
-        # must find Torch by itself.
-        f"-DCMAKE_PREFIX_PATH={edgeqat.cmake_prefix_path}",
-        *extra,
-    ]
-    if shutil.which("ninja"):
-        configure += ["-G", "Ninja"]
-    ccache = shutil.which("ccache")
-    if ccache:
-        configure.append(f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}")
-    _run(configure)
-    _run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)])
-    binary = build / target
-    assert binary.is_file(), f"{binary} was not built"
-    return binary
-
-
 @pytest.fixture(scope="module")
 def example_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(EXAMPLE, tmp_path_factory.mktemp("cpp_example_build"), "qat_linear")
+    return build_example(EXAMPLE, tmp_path_factory.mktemp("cpp_example_build"), "qat_linear")
 
 
 def test_runtime_only_program_needs_no_torch(tmp_path: Path) -> None:
     """find_package(edgeqat COMPONENTS runtime) with Torch unfindable
     (CMAKE_DISABLE_FIND_PACKAGE_Torch): it configures, builds, links no torch library, and
     runs an exported model exactly as Int8Model does."""
-    binary = _build(
+    binary = build_example(
         RUNTIME_EXAMPLE, tmp_path / "build", "run_int8", "-DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON"
     )
     cache = (binary.parent / "CMakeCache.txt").read_text()
     assert not re.search(r"^Torch_DIR:PATH=.+$", cache, re.MULTILINE), "Torch was looked up"
-    ldd = _run(["ldd", str(binary)]).stdout
+    ldd = run_checked(["ldd", str(binary)]).stdout
     assert not re.search(r"lib(torch|c10)", ldd), ldd
 
     torch.manual_seed(0)
@@ -98,7 +64,7 @@ def test_runtime_only_program_needs_no_torch(tmp_path: Path) -> None:
     int8 = edgeqat.export(qat, path, example_inputs=example[:1])
     x = torch.randn(4, 3, 8, 8)
     x.numpy().astype("<f4").tofile(tmp_path / "x.f32")
-    proc = _run([str(binary), str(path), str(tmp_path / "x.f32"), "4", "2"])
+    proc = run_checked([str(binary), str(path), str(tmp_path / "x.f32"), "4", "2"])
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("input ") and lines[0].endswith("[3, 8, 8]"), proc.stdout
     assert lines[1].endswith("[5]"), proc.stdout

@@ -29,6 +29,7 @@ if shutil.which("cmake") is None:
     pytest.skip("cmake is not installed", allow_module_level=True)
 
 import torch  # noqa: E402
+from cmake_example import build_example, run_checked  # noqa: E402
 
 import edgeqat  # noqa: E402
 from edgeqat.data import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist  # noqa: E402
@@ -49,15 +50,6 @@ MAX_INT8_DROP = 2.0  # points below float; measured 0.15
 MIN_AGREEMENT = 99.0  # percent of test images where int8 and simulation pick the same class
 
 
-def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} exited with {proc.returncode}\n"
-        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    )
-    return proc
-
-
 def _data_dir() -> Path | None:
     """The folder the program reads by default, if it holds the four files (.gz or not)."""
     folder = Path(os.environ.get("EDGEQAT_FASHION_MNIST") or DEFAULT_FASHION_MNIST_DIR)
@@ -69,25 +61,7 @@ def _data_dir() -> Path | None:
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build = tmp_path_factory.mktemp("cpp_train_qat_build")
-    configure = [
-        "cmake",
-        "-S",
-        str(EXAMPLE),
-        "-B",
-        str(build),
-        "-DCMAKE_BUILD_TYPE=Release",
-        # What examples/cpp/README.md tells users to pass.
-        f"-DCMAKE_PREFIX_PATH={edgeqat.cmake_prefix_path}",
-    ]
-    if shutil.which("ninja"):
-        configure += ["-G", "Ninja"]
-    ccache = shutil.which("ccache")
-    if ccache:
-        configure.append(f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}")
-    _run(configure)
-    _run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1)])
-    path = build / "train_qat"
-    assert path.is_file(), f"{path} was not built"
+    path = build_example(EXAMPLE, build, "train_qat")
     cache = (build / "CMakeCache.txt").read_text()
     found = re.search(r"^edgeqat_DIR:PATH=(.*)$", cache, re.MULTILINE)
     assert found, "find_package(edgeqat) did not record edgeqat_DIR"
@@ -159,7 +133,7 @@ def test_reads_unzipped_files_from_data(binary: Path, tmp_path: Path) -> None:
             (raw / name).write_bytes(gzip.decompress(gz.read_bytes()))
         else:
             shutil.copy(source / name, raw / name)
-    proc = _run(
+    proc = run_checked(
         [str(binary), "--data", str(raw), "--float-steps", "4", "--qat-steps", "4"]
         + ["--calibration-batches", "1", "--out", str(tmp_path / "out")]
     )
@@ -182,5 +156,5 @@ def test_missing_dataset_says_how_to_install_it(binary: Path, tmp_path: Path) ->
 def test_bad_option_is_a_usage_error(binary: Path) -> None:
     proc = subprocess.run([str(binary), "--qat-steps", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--qat-steps wants an integer >= 1" in proc.stderr, proc.stderr
-    helped = _run([str(binary), "--help"])
+    helped = run_checked([str(binary), "--help"])
     assert "--float-steps" in helped.stdout and "EDGEQAT_FASHION_MNIST" in helped.stdout
