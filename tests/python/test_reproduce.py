@@ -82,6 +82,18 @@ def test_models_take_small_inputs(name: str) -> None:
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "resnet18", "resnet50"])
+def test_small_input_models_have_overall_stride_16(name: str) -> None:
+    model = build_model(name, width_mult=0.25 if name.startswith("mobilenet") else 1.0).eval()
+    trunk = (
+        model.features
+        if name.startswith("mobilenet")
+        else nn.Sequential(*list(model.children())[:-2])
+    )
+    with torch.no_grad():
+        assert trunk(torch.randn(1, 3, 32, 32)).shape[-2:] == (2, 2)
+
+
 class _Data:
     """Random linearly separable data; ``fail_at`` raises on that batch (an interruption)."""
 

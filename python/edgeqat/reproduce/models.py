@@ -5,8 +5,9 @@ weights fit; ``image_size`` is the side the images are resized to (32 by default
 adaptation (``small_input=True``) keeps more resolution in the first layers, as CIFAR versions of
 these networks do:
 
-- MobileNet v1: edgeqat's own ``small_input`` (stem and first downsampling block at stride 1);
-- MobileNet v2: the stem convolution at stride 1 (overall stride 16 instead of 32);
+- MobileNet v1 and v2: the stem convolution at stride 1 (overall stride 16 instead of 32, as in
+  the common CIFAR versions; edgeqat's ``mobilenet_v1(small_input=True)`` goes further, stride 8,
+  which costs four times the compute at 32x32);
 - ResNet-18 / -50: a 3x3 stride-1 stem convolution instead of the 7x7 stride-2 one (the max pool
   is kept: overall stride 16).
 
@@ -21,10 +22,13 @@ from torch import nn
 from .._torchvision import import_torchvision
 from ..models import mobilenet_v1
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "MODEL_LAYOUT", "build_model"]
 
 #: The names --models takes.
 MODELS = ("mobilenet_v1", "mobilenet_v2", "resnet18", "resnet50")
+
+#: Version of the small-input adaptation (2: MobileNet v1 at overall stride 16).
+MODEL_LAYOUT = 2
 
 
 def build_model(
@@ -40,14 +44,17 @@ def build_model(
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    if name == "mobilenet_v1":
-        return mobilenet_v1(num_classes=num_classes, width_mult=width_mult, small_input=small_input)
-    models = import_torchvision().models
-    if name == "mobilenet_v2":
-        model = models.mobilenet_v2(num_classes=num_classes, width_mult=width_mult)
-        if small_input:
+    if name.startswith("mobilenet"):
+        if name == "mobilenet_v1":
+            model = mobilenet_v1(num_classes=num_classes, width_mult=width_mult)
+        else:
+            model = import_torchvision().models.mobilenet_v2(
+                num_classes=num_classes, width_mult=width_mult
+            )
+        if small_input:  # features[0][0]: the stem convolution in both
             model.features[0][0].stride = (1, 1)
         return model
+    models = import_torchvision().models
     if width_mult != 1.0:
         raise ValueError(f"width_mult applies to the MobileNets only, got {width_mult} for {name}")
     model = getattr(models, name)(num_classes=num_classes)
