@@ -22,6 +22,7 @@ from .ops import fake_quant, fake_quant_per_channel
 from .prepare import UnsupportedOpError, calibrate, prepare_ptq, prepare_qat
 from .quantizer import FakeQuantizer, Mode
 
+#: The version of edgeqat (the one its native library ``edgeqat._C`` was built as).
 __version__: str = _C.__version__
 
 #: Prefix for CMake's find_package(edgeqat CONFIG): pass it in CMAKE_PREFIX_PATH.

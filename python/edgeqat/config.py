@@ -66,8 +66,10 @@ class QuantSpec:
             percent). 100 keeps everything.
 
     Example:
-        >>> QuantSpec(num_bits=4, symmetric=True, per_channel=True, narrow_range=True)
-        >>> QuantSpec(range_source="histogram", histogram_method="percentile", percentile=99.9)
+        >>> w4 = edgeqat.QuantSpec(num_bits=4, symmetric=True, per_channel=True, narrow_range=True)
+        >>> calibration = edgeqat.QuantSpec(
+        ...     range_source="histogram", histogram_method="percentile", percentile=99.9
+        ... )
     """
 
     num_bits: int = 8
@@ -220,7 +222,9 @@ class QConfig:
             instead of the float ``b`` (straight-through gradient). ``False``: the float bias.
 
     Example:
-        >>> cfg = QConfig(weight=QConfig().weight.replace(num_bits=4))
+        >>> cfg = edgeqat.QConfig(weight=edgeqat.QConfig().weight.replace(num_bits=4))
+        >>> cfg.weight.num_bits, cfg.weight.per_channel
+        (4, True)
     """
 
     weight: QuantSpec = field(default_factory=_default_weight_spec)

@@ -39,7 +39,13 @@ def freeze_bn(model: nn.Module) -> nn.Module:
     now on they train the folded inference graph ``conv(x, fq(W')) + b'``.
 
     Example:
-        >>> edgeqat.freeze_bn(model)
+        >>> model = edgeqat.prepare_qat(
+        ...     torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)),
+        ...     example_inputs=torch.randn(1, 3, 16, 16),
+        ... )
+        >>> model = edgeqat.freeze_bn(model)
+        >>> model.get_submodule("0").is_bn_frozen
+        True
     """
     for module in model.modules():
         if isinstance(module, ConvBn2d):
@@ -53,7 +59,13 @@ def freeze_observers(model: nn.Module) -> nn.Module:
     modules, changing nothing) if one has observed no data.
 
     Example:
-        >>> edgeqat.freeze_observers(model)
+        >>> model = edgeqat.prepare_qat(
+        ...     torch.nn.Sequential(torch.nn.Linear(16, 4)), example_inputs=torch.randn(1, 16)
+        ... )
+        >>> y = model(torch.randn(32, 16))  # training mode: the quantizers observe
+        >>> model = edgeqat.freeze_observers(model)
+        >>> sorted({m.mode.name for m in model.modules() if isinstance(m, edgeqat.FakeQuantizer)})
+        ['FROZEN']
     """
     quantizers = _quantizers(model, (Mode.OBSERVE,))
     _require_ranges(quantizers, "freeze_observers")
@@ -70,7 +82,12 @@ def learn_ranges(model: nn.Module) -> nn.Module:
     modules, changing nothing) if one has observed no data.
 
     Example:
-        >>> edgeqat.learn_ranges(model)
+        >>> model = edgeqat.prepare_qat(
+        ...     torch.nn.Sequential(torch.nn.Linear(16, 4)), example_inputs=torch.randn(1, 16)
+        ... )
+        >>> y = model(torch.randn(32, 16))  # training mode: the quantizers observe
+        >>> model = edgeqat.learn_ranges(model)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.01)  # the learned ranges included
     """
     quantizers = _quantizers(model, (Mode.OBSERVE, Mode.FROZEN))
     _require_ranges(quantizers, "learn_ranges")
@@ -85,7 +102,11 @@ def observe(model: nn.Module) -> nn.Module:
     ranges are not copied back). ``OFF`` quantizers stay off.
 
     Example:
-        >>> edgeqat.observe(model)
+        >>> model = edgeqat.prepare_qat(
+        ...     torch.nn.Sequential(torch.nn.Linear(16, 4)), example_inputs=torch.randn(1, 16)
+        ... )
+        >>> y = model(torch.randn(32, 16))
+        >>> model = edgeqat.observe(edgeqat.freeze_observers(model))
     """
     for _, quantizer in _quantizers(model, (Mode.OBSERVE, Mode.FROZEN, Mode.LEARN)):
         quantizer.observe()

@@ -85,8 +85,15 @@ def load_fashion_mnist(
     Returns:
         ``(images, labels)``: images ``[N, 1, 28, 28]``, labels int64 ``[N]``.
 
+    Raises:
+        DatasetError: a file is missing, truncated or malformed (the message names it).
+        ValueError: an unknown ``split``, or ``limit`` is not positive.
+
     Example:
+        >>> from edgeqat.data import load_fashion_mnist
         >>> images, labels = load_fashion_mnist("test", limit=1000)
+        >>> images.shape, labels.shape
+        (torch.Size([1000, 1, 28, 28]), torch.Size([1000]))
     """
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

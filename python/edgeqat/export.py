@@ -63,6 +63,17 @@ def export(
     Raises:
         ExportError: an op the int8 model does not have, a quantizer without a range or turned
             off, a layer the builder rejects; the message names the node.
+
+    Example:
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Conv2d(1, 8, 3, stride=2), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        ...     torch.nn.Flatten(), torch.nn.Linear(8 * 13 * 13, 10),
+        ... )
+        >>> x = torch.randn(16, 1, 28, 28)
+        >>> ptq = edgeqat.calibrate(edgeqat.prepare_ptq(model, example_inputs=x), [x])
+        >>> int8 = edgeqat.export(ptq, "model.eq8", example_inputs=x)
+        >>> int8(x).shape
+        torch.Size([16, 10])
     """
     builder = export_graph(model, example_inputs)
     builder.save(os.fspath(path))

@@ -21,9 +21,19 @@ class Int8Model:
     only, and returns dequantized float outputs. ``torch.int8`` inputs run int8 in, int8 out.
 
     Example:
-        >>> model = edgeqat.Int8Model.load("mobilenet.eq8", num_threads=2)
-        >>> logits = model(images)                   # float in, float out
+        >>> float_model = torch.nn.Sequential(
+        ...     torch.nn.Conv2d(1, 8, 3, stride=2), torch.nn.ReLU(),
+        ...     torch.nn.Flatten(), torch.nn.Linear(8 * 13 * 13, 10),
+        ... )
+        >>> images = torch.randn(4, 1, 28, 28)
+        >>> ptq = edgeqat.prepare_ptq(float_model, example_inputs=images)
+        >>> ptq = edgeqat.calibrate(ptq, [images])
+        >>> edgeqat.export(ptq, "model.eq8", example_inputs=images, load=False)
+        >>> model = edgeqat.Int8Model.load("model.eq8", num_threads=2)
+        >>> logits = model(images)                      # float in, float out
         >>> q = model.run_int8(model.quantize(images))  # int8 in, int8 out
+        >>> logits.shape, q[0].dtype
+        (torch.Size([4, 10]), torch.int8)
     """
 
     def __init__(self, native: _runtime.Model, path: str) -> None:
@@ -50,6 +60,7 @@ class Int8Model:
 
     @property
     def outputs(self) -> list[dict]:
+        """Per output: name, shape (one sample), scale, zero_point, qmin, qmax."""
         return self._native.outputs
 
     @property
@@ -58,10 +69,13 @@ class Int8Model:
         return self._native.nodes
 
     def value(self, name: str) -> dict:
+        """The value ``name`` (a graph input or a node's output, named after its module
+        path): name, shape (one sample), scale, zero_point, qmin, qmax."""
         return self._native.value(name)
 
     @property
     def num_threads(self) -> int:
+        """Threads the kernels use (settable, at least 1); results do not depend on it."""
         return self._native.num_threads
 
     @num_threads.setter
@@ -70,6 +84,7 @@ class Int8Model:
 
     @property
     def kernels(self) -> str:
+        """The kernels in use, resolved: ``"reference"`` or ``"fast/<isa>"``."""
         return self._native.kernels
 
     # -- running ------------------------------------------------------------------------------

@@ -125,11 +125,11 @@ def export_onnx(
     any batch size, quantized with the input's scale and zero point; float32 outputs
     dequantized from the int8 outputs), with onnxruntime's float32 requantization: outputs
     agree with the int8 runtime exactly on most elements and within 1 LSB everywhere. The op
-    mapping is in this module's docstring.
+    mapping is in the module docstring (python/edgeqat/onnx_export.py).
 
     Activations are uint8 by default (each int8 value ``q`` stored as ``q + 128`` with zero
     point + 128: the same model), weights int8: the U8S8 form that onnxruntime runs fast on
-    x86 (its int8-activation S8S8 path is many times slower); see this module's docstring for
+    x86 (its int8-activation S8S8 path is many times slower); see the module docstring for
     how the two forms agree in onnxruntime.
 
     Args:

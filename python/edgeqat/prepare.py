@@ -515,9 +515,14 @@ def prepare_qat(
         each phase on time (``qat_schedule`` module, its step saved in the ``state_dict``).
 
     Example:
-        >>> model = torchvision.models.resnet18(num_classes=10)
-        >>> qat = edgeqat.prepare_qat(model, example_inputs=torch.randn(1, 3, 224, 224))
-        >>> loss = F.cross_entropy(qat(images), labels); loss.backward(); opt.step()
+        >>> from edgeqat.models import mobilenet_v1
+        >>> model = mobilenet_v1(num_classes=10, in_channels=1, small_input=True, width_mult=0.25)
+        >>> qat = edgeqat.prepare_qat(model, example_inputs=torch.randn(1, 1, 28, 28))
+        >>> opt = torch.optim.SGD(qat.parameters(), lr=0.01)
+        >>> images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+        >>> loss = torch.nn.functional.cross_entropy(qat(images), labels)
+        >>> loss.backward()
+        >>> opt.step()
     """
     gm = _prepare(model, config, example_inputs, unsupported)
     schedule = resolve_config(config).schedule
@@ -550,8 +555,11 @@ def prepare_ptq(
             or MSE ranges.
 
     Example:
-        >>> ptq = edgeqat.prepare_ptq(model, example_inputs=torch.randn(1, 3, 224, 224))
-        >>> edgeqat.calibrate(ptq, (images for images, _ in loader), num_batches=32)
+        >>> from edgeqat.models import mobilenet_v1
+        >>> model = mobilenet_v1(num_classes=10, in_channels=1, small_input=True, width_mult=0.25)
+        >>> ptq = edgeqat.prepare_ptq(model, example_inputs=torch.randn(1, 1, 28, 28))
+        >>> batches = [torch.randn(16, 1, 28, 28) for _ in range(4)]
+        >>> ptq = edgeqat.calibrate(ptq, batches)
     """
     gm = _prepare(
         model, config if config is not None else _default_ptq_config(), example_inputs, unsupported
@@ -589,7 +597,10 @@ def calibrate(
         ValueError: no batch was given, or ``num_batches`` is not a positive int.
 
     Example:
-        >>> edgeqat.calibrate(ptq, (x for x, _ in loader), num_batches=32)
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU())
+        >>> ptq = edgeqat.prepare_ptq(model, example_inputs=torch.randn(1, 1, 28, 28))
+        >>> loader = [(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))) for _ in range(8)]
+        >>> ptq = edgeqat.calibrate(ptq, loader, num_batches=4)  # (images, labels) batches
     """
     if num_batches is not None and (
         isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches <= 0

@@ -73,13 +73,15 @@ class FakeQuantizer(nn.Module):
     from then on ``FROZEN``, ``LEARN`` and export work as for any source.
 
     Example:
-        >>> q = FakeQuantizer(QuantSpec())          # EMA activation quantizer
-        >>> y = q(torch.randn(8, 16))               # observes, then quantizes
-        >>> q.learn()                               # ranges become parameters
-        >>> c = FakeQuantizer(QuantSpec(range_source="histogram")).train()
-        >>> for x in calibration_batches:
-        ...     c(x)                                # float: fills the histogram
-        >>> c.freeze()                              # MSE range chosen from it
+        >>> q = edgeqat.FakeQuantizer(edgeqat.QuantSpec())  # EMA activation quantizer
+        >>> y = q(torch.randn(8, 16))                       # observes, then quantizes
+        >>> q.learn().mode                                  # ranges become parameters
+        <Mode.LEARN: 2>
+        >>> c = edgeqat.FakeQuantizer(edgeqat.QuantSpec(range_source="histogram")).train()
+        >>> for x in torch.randn(4, 1000):                  # calibration batches
+        ...     y = c(x)                                    # float: fills the histogram
+        >>> c.freeze().mode                                 # MSE range chosen from it
+        <Mode.FROZEN: 1>
     """
 
     def __init__(
@@ -130,6 +132,12 @@ class FakeQuantizer(nn.Module):
         return self._mode
 
     def set_mode(self, mode: Mode) -> FakeQuantizer:
+        """Switch to ``mode`` (a :class:`Mode` or its value); returns ``self``.
+
+        Going to ``LEARN`` from another mode initialises ``learned_min`` / ``learned_max``
+        from :meth:`observed_range` (an error if nothing was observed); going to ``FROZEN``
+        or ``LEARN`` first chooses the range of a histogram source that has new data
+        (:meth:`select_range`)."""
         mode = Mode(mode)
         if mode in (Mode.FROZEN, Mode.LEARN) and self._histogram_pending:
             self.select_range()
@@ -140,6 +148,8 @@ class FakeQuantizer(nn.Module):
         return self
 
     def observe(self) -> FakeQuantizer:
+        """Go (back) to ``OBSERVE``: in training mode the range follows the data again,
+        continuing from the observed state."""
         return self.set_mode(Mode.OBSERVE)
 
     def freeze(self) -> FakeQuantizer:
@@ -152,6 +162,7 @@ class FakeQuantizer(nn.Module):
         return self.set_mode(Mode.LEARN)
 
     def disable(self) -> FakeQuantizer:
+        """Turn the quantizer ``OFF``: ``forward`` returns its input unchanged."""
         return self.set_mode(Mode.OFF)
 
     @property
@@ -181,9 +192,11 @@ class FakeQuantizer(nn.Module):
         calling it again without new data gives the same range.
 
         Example:
-            >>> q = FakeQuantizer(QuantSpec(range_source="histogram")).train()
-            >>> q(torch.randn(1000))
+            >>> q = edgeqat.FakeQuantizer(edgeqat.QuantSpec(range_source="histogram")).train()
+            >>> y = q(torch.randn(1000))
             >>> lo, hi = q.select_range()
+            >>> bool(lo < 0 < hi)
+            True
         """
         spec = self.spec
         if spec.range_source != "histogram":
@@ -261,6 +274,9 @@ class FakeQuantizer(nn.Module):
     # -- forward ----------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` fake-quantized as the :class:`Mode` says (in ``OBSERVE`` mode and training
+        mode the range observes ``x`` first; a histogram source then returns ``x`` itself).
+        The output has ``x``'s shape and dtype."""
         mode = self._mode
         if mode is Mode.OFF:
             return x

@@ -49,6 +49,8 @@ class QATScheduler(nn.Module):
         object.__setattr__(self, "model", model)
 
     def forward(self) -> None:
+        """One training step: in training mode, start the phases due at the current step, then
+        count it. Nothing in eval mode."""
         if not self.training:
             return
         for field_name, phase in _PHASES:

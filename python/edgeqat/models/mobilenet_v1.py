@@ -64,8 +64,10 @@ class MobileNetV1(nn.Module):
     Shapes: input ``[N, in_channels, H, W]``, output ``[N, num_classes]`` logits.
 
     Example:
+        >>> from edgeqat.models import mobilenet_v1
         >>> model = mobilenet_v1(num_classes=10, in_channels=1, small_input=True)
-        >>> logits = model(torch.randn(8, 1, 28, 28))
+        >>> model(torch.randn(8, 1, 28, 28)).shape
+        torch.Size([8, 10])
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class MobileNetV1(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[N, num_classes]`` of images ``[N, in_channels, H, W]``."""
         x = self.features(x)
         x = self.avgpool(x).flatten(1)
         return self.classifier(self.dropout(x))

@@ -59,6 +59,8 @@ class ActQuant(nn.Module):
         self._range_in_activation = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``fq(x)``, or ``fq(act(x))`` with an activation; in ``OBSERVE`` mode and training
+        mode the range observes the batch first."""
         if self.activation is None:
             return self.quantizer(x)
         if self._can_fuse_activation():
@@ -137,7 +139,8 @@ class SharedActQuant(nn.Module):
     Example:
         >>> aq = edgeqat.ActQuant()
         >>> pool_quant = edgeqat.nn.SharedActQuant(aq)
-        >>> y = pool_quant(F.adaptive_avg_pool2d(aq(x), 1))
+        >>> x = aq(torch.randn(2, 8, 4, 4))  # observes, then quantizes
+        >>> y = pool_quant(torch.nn.functional.adaptive_avg_pool2d(x, 1))  # on x's grid
     """
 
     def __init__(self, source: ActQuant) -> None:
@@ -149,6 +152,8 @@ class SharedActQuant(nn.Module):
         object.__setattr__(self, "source", source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` rounded to the source's grid (its observed range, the learned one in ``LEARN``
+        mode); ``x`` itself while the source is ``OFF`` or a histogram source calibrating."""
         quantizer = self.source.quantizer
         mode = quantizer.mode
         if mode is Mode.OFF:

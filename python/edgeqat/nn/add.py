@@ -35,6 +35,8 @@ class QuantAdd(nn.Module):
 
     Example:
         >>> add = edgeqat.QuantAdd(activation="relu")
+        >>> block = torch.nn.Conv2d(8, 8, 3, padding=1)
+        >>> x = torch.randn(2, 8, 4, 4)
         >>> y = add(x, block(x))                # a quantized residual connection, ResNet style
     """
 
@@ -49,6 +51,7 @@ class QuantAdd(nn.Module):
         self.out_quant = ActQuant(config, activation=activation)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``out_quant(act(a + b))``."""
         return self.out_quant(a + b)
 
     def extra_repr(self) -> str:

@@ -87,10 +87,11 @@ class ConvBn2d(_Conv2dBase):
         config: the :class:`~edgeqat.QConfig` (default ``QConfig()``).
 
     Attributes:
-        weight, bias: the float conv parameters; ``bn``: the torch.nn.BatchNorm2d holding
-        ``gamma`` (``bn.weight``), ``beta`` (``bn.bias``) and the running statistics;
-        ``weight_quant``: the weight :class:`~edgeqat.FakeQuantizer`; ``bn_frozen``: a bool
-        buffer (so ``state_dict`` restores it).
+        weight, bias: the float conv parameters.
+        bn: the torch.nn.BatchNorm2d holding ``gamma`` (``bn.weight``), ``beta``
+            (``bn.bias``) and the running statistics.
+        weight_quant: the weight :class:`~edgeqat.FakeQuantizer`.
+        bn_frozen: a bool buffer (so ``state_dict`` restores it).
 
     Shapes: input ``[N, in_channels, H, W]``, output ``[N, out_channels, H_out, W_out]``.
 
@@ -99,7 +100,7 @@ class ConvBn2d(_Conv2dBase):
         >>> bn = torch.nn.BatchNorm2d(16)
         >>> m = edgeqat.ConvBn2d.from_float(conv, bn, activation="relu")
         >>> y = m(torch.randn(8, 3, 32, 32))    # BN with batch statistics, weights folded
-        >>> m.freeze_bn()                       # from now on: conv(x, fq(W')) + b'
+        >>> m = m.freeze_bn()                   # from now on: conv(x, fq(W')) + b'
         >>> w_fold, b_fold = m.folded_weight_and_bias()
     """
 
@@ -169,6 +170,7 @@ class ConvBn2d(_Conv2dBase):
 
     @property
     def is_bn_frozen(self) -> bool:
+        """Whether the BN statistics are frozen (:meth:`freeze_bn`)."""
         return self._bn_frozen
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -198,6 +200,9 @@ class ConvBn2d(_Conv2dBase):
     # -- forward --------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training mode with BN not frozen: the conv with the un-folded quantized weight,
+        then BN with the batch statistics; otherwise ``conv(x, fq(W'), b')``. Then the
+        activation (see the class docstring)."""
         factor = self._fold_factor()
         batch_stats = self.training and not self._bn_frozen
         weight = self._fused_weight(factor, unfold=batch_stats)

@@ -195,6 +195,8 @@ class QuantConv2d(_Conv2dBase):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.conv2d(x, weight_quant(weight), bias, ...)``, the bias simulated as the int8
+        model's int32 bias when the layer is linked to its input's quantizer."""
         weight = self.weight_quant(self.weight)  # first: the bias reads the range it used
         return self._conv(x, weight, self._bias_for_forward(self.bias))
 

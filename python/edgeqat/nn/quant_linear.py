@@ -63,6 +63,8 @@ class QuantLinear(InputQuantizerLink, nn.Module):
         self._init_input_quantizer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``F.linear(x, weight_quant(weight), bias)``, the bias simulated as the int8 model's
+        int32 bias when the layer is linked to its input's quantizer."""
         weight = self.weight_quant(self.weight)  # first: the bias reads the range it used
         return F.linear(x, weight, self._bias_for_forward(self.bias))
 

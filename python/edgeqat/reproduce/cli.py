@@ -228,6 +228,11 @@ def _load_data(args):
 
 
 def main(argv=None, prog: str | None = None) -> int:
+    """``python -m edgeqat.reproduce``: parse ``argv`` (default ``sys.argv[1:]``; ``prog``
+    names the command in messages), run every model's phases (resuming from ``--out``), write
+    the tables and plots, and return the exit status: 0 when done or stopped by
+    ``--stop-after``, 2 when the data cannot be read or ``--out`` holds results of other
+    settings, 130 when interrupted. Bad arguments exit through argparse (status 2)."""
     args = parse_args(argv, prog)
     from .plots import write_plots
     from .runner import Results, StopRequested, run_model
