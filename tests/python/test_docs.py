@@ -335,7 +335,9 @@ def run_command(command: str, cwd: Path) -> None:
         assert installed.is_relative_to(REPO / "python"), f"edgeqat imported from {installed}"
     elif argv[0] == "make":
         # The target exists; its recipe (without the build prerequisite) is run in turn.
-        recipe = _run(["make", "-n", "-o", "build", *argv[1:]], cwd=REPO).stdout.splitlines()
+        skip_build = [] if argv[1:] == ["build"] else ["-o", "build"]
+        dry_run = ["make", "-s", "-n", "--no-print-directory", *skip_build, *argv[1:]]
+        recipe = _run(dry_run, cwd=REPO).stdout.splitlines()
         assert recipe, f"make {argv[1:]} has an empty recipe"
         for line in recipe:
             run_command(line.replace("python3 ", "python "), cwd)
