@@ -21,7 +21,7 @@ test-cpp: build
 test-python: build
 	$(PY) -m pytest tests/python
 
-reproduce: build  ## the float / QAT / PTQ table, reduced schedule (~7 min on 2 cores; docs/reproduce.md)
+reproduce: build  ## the float / QAT / PTQ table, reduced schedule (5.5 min on 2 cores; docs/reproduce.md)
 	$(PY) -m edgeqat.reproduce --quick
 
 demo: build    ## QAT on Fashion-MNIST -> int8 export -> accuracy in the int8 runtime
